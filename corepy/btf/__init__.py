@@ -1,0 +1,6 @@
+"""BTF: parse, model, write and dump the BPF Type Format. Pure: no syscalls."""
+
+from .spec import BTF
+from .types import Kind, essential_name
+
+__all__ = ["BTF", "Kind", "essential_name"]

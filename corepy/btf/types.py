@@ -1,0 +1,345 @@
+"""The BTF type model: small immutable objects, one class per kind.
+
+Types refer to other types by id (``type_id``), never by object, so a BTF can
+decode each type lazily and cache it. The :class:`~corepy.btf.spec.BTF`
+container resolves ids. Id 0 is :data:`VOID`.
+
+Every type keeps ``name_off`` (its name's offset in the string section it came
+from) so that writing a parsed BTF back reproduces it byte for byte; types
+built by hand leave it at -1 and the writer interns their names.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+import typing
+
+
+class Kind(enum.IntEnum):
+    """BTF_KIND_* values."""
+
+    UNKN = 0
+    INT = 1
+    PTR = 2
+    ARRAY = 3
+    STRUCT = 4
+    UNION = 5
+    ENUM = 6
+    FWD = 7
+    TYPEDEF = 8
+    VOLATILE = 9
+    CONST = 10
+    RESTRICT = 11
+    FUNC = 12
+    FUNC_PROTO = 13
+    VAR = 14
+    DATASEC = 15
+    FLOAT = 16
+    DECL_TAG = 17
+    TYPE_TAG = 18
+    ENUM64 = 19
+
+
+class IntEncoding(enum.IntFlag):
+    """BTF_INT_* encoding bits of an INT."""
+
+    NONE = 0
+    SIGNED = 1
+    CHAR = 2
+    BOOL = 4
+
+
+class Linkage(enum.IntEnum):
+    """BTF_FUNC_* / BTF_VAR_* linkage (funcs: static, global, extern; vars the same)."""
+
+    STATIC = 0
+    GLOBAL = 1
+    EXTERN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A struct/union member. ``bit_offset`` from the start of the parent;
+    ``bitfield_size`` is 0 unless the member is a bitfield."""
+
+    name: str
+    type_id: int
+    bit_offset: int
+    bitfield_size: int = 0
+    name_off: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class EnumValue:
+    """An enumerator; ``value`` is already sign-interpreted per the enum's signedness."""
+
+    name: str
+    value: int
+    name_off: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A FUNC_PROTO parameter (name may be empty; a trailing ``type_id == 0`` means ``...``)."""
+
+    name: str
+    type_id: int
+    name_off: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class VarSecinfo:
+    """A DATASEC entry: the VAR (or FUNC for ksym sections) at ``offset`` of ``size`` bytes."""
+
+    type_id: int
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Void:
+    id: int = 0
+    name: str = ""
+    kind: Kind = Kind.UNKN
+    name_off: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Int:
+    id: int
+    name: str
+    size: int
+    encoding: IntEncoding = IntEncoding.NONE
+    bit_offset: int = 0
+    bits: int = 0
+    name_off: int = -1
+    kind: Kind = field(default=Kind.INT, init=False)
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.encoding & IntEncoding.SIGNED)
+
+
+@dataclass(frozen=True, slots=True)
+class Ptr:
+    id: int
+    type_id: int
+    name: str = ""
+    name_off: int = -1
+    kind: Kind = field(default=Kind.PTR, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Array:
+    id: int
+    type_id: int
+    index_type_id: int
+    nelems: int
+    name: str = ""
+    name_off: int = -1
+    kind: Kind = field(default=Kind.ARRAY, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Struct:
+    """STRUCT; ``kind_flag`` set means members carry bitfield sizes."""
+
+    id: int
+    name: str
+    size: int
+    members: tuple[Member, ...]
+    kind_flag: bool = False
+    name_off: int = -1
+    kind: Kind = field(default=Kind.STRUCT, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Union:
+    id: int
+    name: str
+    size: int
+    members: tuple[Member, ...]
+    kind_flag: bool = False
+    name_off: int = -1
+    kind: Kind = field(default=Kind.UNION, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Enum:
+    """ENUM (32-bit values); ``signed`` is the kind_flag."""
+
+    id: int
+    name: str
+    size: int
+    values: tuple[EnumValue, ...]
+    signed: bool = False
+    name_off: int = -1
+    kind: Kind = field(default=Kind.ENUM, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Enum64:
+    id: int
+    name: str
+    size: int
+    values: tuple[EnumValue, ...]
+    signed: bool = False
+    name_off: int = -1
+    kind: Kind = field(default=Kind.ENUM64, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Fwd:
+    """A forward declaration; ``union`` is the kind_flag (``union X;`` vs ``struct X;``)."""
+
+    id: int
+    name: str
+    union: bool = False
+    name_off: int = -1
+    kind: Kind = field(default=Kind.FWD, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Typedef:
+    id: int
+    name: str
+    type_id: int
+    name_off: int = -1
+    kind: Kind = field(default=Kind.TYPEDEF, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Volatile:
+    id: int
+    type_id: int
+    name: str = ""
+    name_off: int = -1
+    kind: Kind = field(default=Kind.VOLATILE, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    id: int
+    type_id: int
+    name: str = ""
+    name_off: int = -1
+    kind: Kind = field(default=Kind.CONST, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Restrict:
+    id: int
+    type_id: int
+    name: str = ""
+    name_off: int = -1
+    kind: Kind = field(default=Kind.RESTRICT, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Func:
+    """FUNC: ``type_id`` is its FUNC_PROTO; ``linkage`` is stored in vlen."""
+
+    id: int
+    name: str
+    type_id: int
+    linkage: Linkage = Linkage.STATIC
+    name_off: int = -1
+    kind: Kind = field(default=Kind.FUNC, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FuncProto:
+    id: int
+    return_type_id: int
+    params: tuple[Param, ...]
+    name: str = ""
+    name_off: int = -1
+    kind: Kind = field(default=Kind.FUNC_PROTO, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    id: int
+    name: str
+    type_id: int
+    linkage: Linkage = Linkage.STATIC
+    name_off: int = -1
+    kind: Kind = field(default=Kind.VAR, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Datasec:
+    id: int
+    name: str
+    size: int
+    vars: tuple[VarSecinfo, ...]
+    name_off: int = -1
+    kind: Kind = field(default=Kind.DATASEC, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Float:
+    id: int
+    name: str
+    size: int
+    name_off: int = -1
+    kind: Kind = field(default=Kind.FLOAT, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeclTag:
+    """DECL_TAG on ``type_id``; ``component_idx`` -1 for the type itself, else a member/param index."""
+
+    id: int
+    name: str
+    type_id: int
+    component_idx: int = -1
+    name_off: int = -1
+    kind: Kind = field(default=Kind.DECL_TAG, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TypeTag:
+    id: int
+    name: str
+    type_id: int
+    name_off: int = -1
+    kind: Kind = field(default=Kind.TYPE_TAG, init=False)
+
+
+Type = typing.Union[
+    Void, Int, Ptr, Array, Struct, Union, Enum, Enum64, Fwd, Typedef, Volatile, Const,
+    Restrict, Func, FuncProto, Var, Datasec, Float, DeclTag, TypeTag,
+]
+"""Any BTF type."""
+
+VOID = Void()
+
+COMPOSITE = (Struct, Union)
+ENUMS = (Enum, Enum64)
+MODIFIERS = (Volatile, Const, Restrict, TypeTag)
+"""Kinds that only qualify the type they point to (``skip_mods`` skips these)."""
+
+KIND_CLASS: dict[Kind, type] = {
+    Kind.UNKN: Void, Kind.INT: Int, Kind.PTR: Ptr, Kind.ARRAY: Array, Kind.STRUCT: Struct,
+    Kind.UNION: Union, Kind.ENUM: Enum, Kind.FWD: Fwd, Kind.TYPEDEF: Typedef,
+    Kind.VOLATILE: Volatile, Kind.CONST: Const, Kind.RESTRICT: Restrict, Kind.FUNC: Func,
+    Kind.FUNC_PROTO: FuncProto, Kind.VAR: Var, Kind.DATASEC: Datasec, Kind.FLOAT: Float,
+    Kind.DECL_TAG: DeclTag, Kind.TYPE_TAG: TypeTag, Kind.ENUM64: Enum64,
+}
+
+
+def essential_name(name: str) -> str:
+    """Strip a CO-RE flavor suffix at the last ``___`` exactly as libbpf's
+    ``bpf_core_essential_name_len`` does: ``task_struct___v1`` -> ``task_struct``."""
+    n = len(name)
+    for i in range(n - 5, -1, -1):
+        if _is_flavor_sep(name, i):
+            return name[: i + 1]
+    return name
+
+
+def _is_flavor_sep(s: str, i: int) -> bool:
+    # libbpf bpf_core_is_flavor_sep: s[i] != '_' && s[i+1..i+3] == '___' && s[i+4] != '_'
+    return s[i] != "_" and s[i + 1] == "_" and s[i + 2] == "_" and s[i + 3] == "_" and s[i + 4] != "_"
