@@ -1,0 +1,45 @@
+"""Shared test fixtures. Kernel BTFs of other kernels live xz-compressed in fixtures/btf/."""
+
+from __future__ import annotations
+
+import functools
+import lzma
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+BTF_DIR = FIXTURES / "btf"
+KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
+
+# name -> file in fixtures/btf ("vmlinux-6.1.0-56" -> vmlinux-6.1.0-56.btf.xz)
+OTHER_KERNELS = ["vmlinux-5.10.0-32", "vmlinux-6.1.0-56", "vmlinux-6.12.117", "vmlinux-6.1.0-56-arm64"]
+MODULES = {"nf_conntrack-6.1.0-56": "vmlinux-6.1.0-56", "veth-6.1.0-56": "vmlinux-6.1.0-56"}
+
+
+@functools.cache
+def btf_blob(name: str) -> bytes:
+    """Uncompressed bytes of fixtures/btf/NAME.btf.xz."""
+    return lzma.decompress((BTF_DIR / f"{name}.btf.xz").read_bytes())
+
+
+@functools.cache
+def btf_path(name: str, tmp_root: str | None = None) -> Path:
+    """A file path holding the uncompressed blob (cached under the pytest cache dir)."""
+    out = ROOT / ".pytest_cache" / "btf" / f"{name}.btf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(btf_blob(name))
+        tmp.rename(out)
+    return out
+
+
+def fixture_obj(name: str) -> Path:
+    """fixtures/NAME.bpf.o"""
+    return FIXTURES / f"{name}.bpf.o"
+
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_BPF/CAP_PERFMON/CAP_NET_ADMIN)")
