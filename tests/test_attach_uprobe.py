@@ -1,0 +1,98 @@
+"""uprobe targets: ELF symbol -> file offset, ld.so.cache, spec parsing (pure), and live
+uprobe/uretprobe attach on fixtures/uprobe_target (root)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from corepy.errors import ObjectError
+from corepy.uprobe import (UprobeTarget, file_offset, ld_so_cache, parse_uprobe_spec, resolve_binary,
+                           resolve_library, symbol_offset)
+
+from conftest import FIXTURES
+
+TARGET = FIXTURES / "uprobe_target"
+LIBC = "libc.so.6"
+
+
+def _oracle_offset(path: str, symbol: str) -> int:
+    """nm's address of ``symbol`` mapped through readelf's PT_LOAD table (binutils, not pyelftools)."""
+    nm = subprocess.run(["nm", "-D", "--defined-only", path] if "lib" in os.path.basename(path) else
+                        ["nm", "--defined-only", path], capture_output=True, text=True, check=True).stdout
+    addrs = {int(a, 16) for a, _, name in (line.split() for line in nm.splitlines() if len(line.split()) == 3)
+             if name.split("@")[0] == symbol}
+    assert len(addrs) == 1, (symbol, addrs)
+    vaddr = addrs.pop()
+    segs = subprocess.run(["readelf", "-lW", path], capture_output=True, text=True, check=True).stdout
+    for m in re.finditer(r"LOAD\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x[0-9a-f]+\s+0x[0-9a-f]+\s+0x([0-9a-f]+)", segs):
+        off, va, memsz = (int(g, 16) for g in m.groups())
+        if va <= vaddr < va + memsz:
+            return vaddr - va + off
+    raise AssertionError("no segment")
+
+
+needs_binutils = pytest.mark.skipif(not (shutil.which("nm") and shutil.which("readelf")),
+                                    reason="binutils (nm, readelf) not installed: no oracle")
+
+
+@needs_binutils
+def test_symbol_offset_in_executable_matches_binutils():
+    assert symbol_offset(str(TARGET), "corepy_target_add") == _oracle_offset(str(TARGET), "corepy_target_add")
+
+
+@needs_binutils
+@pytest.mark.parametrize("symbol", ["malloc", "getpid", "write"])
+def test_symbol_offset_in_libc_matches_binutils(symbol):
+    libc = resolve_library(LIBC)
+    assert symbol_offset(libc, symbol) == _oracle_offset(libc, symbol)
+
+
+def test_ld_so_cache_agrees_with_ldconfig():
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    if not os.path.exists(ldconfig):
+        pytest.skip("ldconfig not installed: no oracle for /etc/ld.so.cache")
+    out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=True).stdout
+    cache = ld_so_cache()
+    arch = {"x86_64": "x86-64", "aarch64": "AArch64"}.get(os.uname().machine)
+    expected = {}
+    for m in re.finditer(r"^\s+(\S+) \(([^)]*)\) => (\S+)$", out, re.M):
+        name, flags, path = m.groups()
+        if arch is None or arch in flags:
+            expected.setdefault(name, path)
+    assert cache and expected
+    assert {k: v for k, v in cache.items() if k in expected} == expected
+
+
+def test_resolve_library_names():
+    libc = resolve_library(LIBC)
+    assert os.path.isabs(libc) and os.path.exists(libc)
+    assert os.path.realpath(resolve_library("libc")) == os.path.realpath(libc)
+    with pytest.raises(ObjectError, match="libcorepy_does_not_exist"):
+        resolve_library("libcorepy_does_not_exist.so.9")
+    assert resolve_binary("true") == shutil.which("true")
+
+
+def test_symbol_errors_name_what_and_where(tmp_path):
+    with pytest.raises(ObjectError, match=r"corepy_no_such_function.*uprobe_target"):
+        symbol_offset(str(TARGET), "corepy_no_such_function")
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x7fELF garbage")
+    with pytest.raises(ObjectError, match="junk"):
+        symbol_offset(str(junk), "main")
+    with pytest.raises(ObjectError, match="does not exist"):
+        resolve_binary(str(tmp_path / "missing"))
+
+
+def test_parse_uprobe_spec():
+    assert parse_uprobe_spec("/bin/true:main") == UprobeTarget("/bin/true", "main", 0)
+    assert parse_uprobe_spec("libc.so.6:malloc+0x10") == UprobeTarget("libc.so.6", "malloc", 16)
+    assert parse_uprobe_spec("/x/y:0x1234") == UprobeTarget("/x/y", None, 0x1234)
+    with pytest.raises(ObjectError):
+        parse_uprobe_spec("no-colon")
+    path, off = file_offset(UprobeTarget(str(TARGET), "corepy_target_add", 4))
+    assert off == symbol_offset(str(TARGET), "corepy_target_add") + 4
