@@ -1,19 +1,98 @@
 """The BTF container: a lazily decoded set of types with a name index.
 
-INTERFACE CONTRACT (other layers code against exactly this; implementation
-fills the bodies). Type ids are global: for split BTF they continue after the
-base's last id, and ``btf[i]`` answers for base ids too.
+Type ids are global: for split BTF they continue after the base's last id, and
+``btf[i]`` answers for base ids too.
+
+Opening a blob is one fast pass over the type section that records where each
+type starts and its name offset; a type is decoded the first time it is asked
+for (then cached), and the name index is built on the first lookup by name.
 """
 
 from __future__ import annotations
 
+import gc
+import mmap
+import os
+import struct
+from array import array
 from collections.abc import Iterator
+from itertools import accumulate, compress
 from typing import TYPE_CHECKING
 
-from .types import Kind, Type
+from ..errors import BTFError, ObjectError
+from . import format as fmt
+from .types import (
+    COMPOSITE,
+    MODIFIERS,
+    VOID,
+    Array,
+    Const,
+    Datasec,
+    DeclTag,
+    Enum,
+    Enum64,
+    EnumValue,
+    Float,
+    Func,
+    FuncProto,
+    Fwd,
+    Int,
+    IntEncoding,
+    Kind,
+    Linkage,
+    Member,
+    Param,
+    Ptr,
+    Restrict,
+    Struct,
+    Type,
+    Typedef,
+    TypeTag,
+    Union,
+    Var,
+    VarSecinfo,
+    Volatile,
+)
 
 if TYPE_CHECKING:
     from .ext import BTFExt
+
+MAX_RESOLVE_DEPTH = 32
+"""Longest chain of type references followed before assuming a loop (libbpf's limit)."""
+
+_KERNEL_BTF_PATH = "/sys/kernel/btf/vmlinux"
+_kernel: BTF | None = None
+
+# libbpf determine_ptr_size(): these INT names tell the target's pointer size
+_LONG_NAMES = ("long", "long int", "unsigned long", "long unsigned int", "unsigned long int")
+
+
+class _Codec:
+    """``struct`` readers for one byte order, derived from the construct declarations."""
+
+    def __init__(self, layouts: fmt.Layouts):
+        self.layouts = layouts
+        self.header = layouts.fmt(layouts.header)
+        self.btf_type = layouts.fmt(layouts.btf_type)
+        self.type_size = self.btf_type.size
+        self.name_info = struct.Struct(layouts.prefix + "II")  # btf_type's first two fields
+        self.u32 = struct.Struct(layouts.prefix + "I")
+        self.array = layouts.fmt(layouts.array)
+        self.member = layouts.fmt(layouts.member)
+        self.enum = layouts.fmt(layouts.enum)
+        self.enum64 = layouts.fmt(layouts.enum64)
+        self.param = layouts.fmt(layouts.param)
+        self.var_secinfo = layouts.fmt(layouts.var_secinfo)
+        self.decl_tag = layouts.fmt(layouts.decl_tag)
+        # per kind (index = kind value, 32 slots): btf_type size + fixed trailer, bytes per vlen entry
+        self.fixed: list[int | None] = [None] * 32
+        self.per_vlen: list[int | None] = [None] * 32
+        for kind, (fixed, per) in layouts.trailing.items():
+            self.fixed[kind] = self.type_size + fixed
+            self.per_vlen[kind] = per
+
+
+_CODECS = {"little": _Codec(fmt.LITTLE), "big": _Codec(fmt.BIG)}
 
 
 class BTF:
@@ -27,76 +106,537 @@ class BTF:
     """'little' or 'big'."""
     source: str
     """Where the blob came from, for error messages (a path, or '<bytes>')."""
+    ext: BTFExt | None
+    """The matching .BTF.ext when parsed from an ELF object, else None."""
+
+    def __init__(self, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>"):
+        """Parse ``data``; prefer :meth:`from_bytes` / :meth:`from_file`."""
+        self.base = base
+        self.source = source
+        self.ext = None
+        self._buf = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        self.start_id = len(base) if base is not None else 1
+        self._str_base = base._str_total if base is not None else 0
+        codec = _CODECS.get(self._byte_order_of(self._buf))  # type: ignore[arg-type]
+        self._codec: _Codec = codec  # type: ignore[assignment]
+        self.byte_order = codec.layouts.order
+        self._read_header()
+        self._str_total = self._str_base + self._str_len
+        self._strtab = bytes(self._buf[self._str_start : self._str_start + self._str_len])
+        self._str_cache: dict[int, str] = {}
+        self._offsets, self._name_offs = self._scan()
+        self._cache: list[Type | None] = [None] * len(self._offsets)
+        self._index: dict[bytes, int] | None = None
+        self._dups: dict[bytes, list[int]] = {}
+        self._ptr_size: int | None = None
 
     # --- construction -----------------------------------------------------
     @classmethod
     def from_bytes(cls, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>") -> BTF:
         """Parse a raw BTF blob (header + types + strings). Raises BTFError."""
-        raise NotImplementedError
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return cls(data, base=base, source=source)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
 
     @classmethod
-    def from_file(cls, path: str, *, base: BTF | None = None) -> BTF:
-        """Open a raw BTF file (e.g. /sys/kernel/btf/vmlinux) or an ELF file with a .BTF section."""
-        raise NotImplementedError
+    def from_file(cls, path: str | os.PathLike[str], *, base: BTF | None = None) -> BTF:
+        """Open a raw BTF file (e.g. /sys/kernel/btf/vmlinux) or an ELF file with a .BTF section
+        (its .BTF.ext, if any, becomes :attr:`ext`)."""
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+                if magic == b"\x7fELF":
+                    return cls._from_elf(f, path, base)
+                f.seek(0)
+                data = _map_or_read(f)
+        except OSError as e:
+            raise BTFError(f"cannot read BTF file: {e.strerror or e}", source=path) from e
+        return cls.from_bytes(data, base=base, source=path)
+
+    @classmethod
+    def _from_elf(cls, f, path: str, base: BTF | None) -> BTF:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
+        from .ext import BTFExt
+
+        try:
+            elf = ELFFile(f)
+            sec = elf.get_section_by_name(".BTF")
+            ext_sec = elf.get_section_by_name(".BTF.ext")
+            data = sec.data() if sec is not None else None
+            ext_data = ext_sec.data() if ext_sec is not None else None
+        except (ELFError, struct.error, ValueError, EOFError) as e:
+            raise ObjectError(f"malformed ELF file: {e}", path=path) from e
+        if data is None:
+            raise BTFError("ELF file has no .BTF section", source=path)
+        btf = cls.from_bytes(data, base=base, source=f"{path}:.BTF")
+        if ext_data is not None:
+            btf.ext = BTFExt.from_bytes(ext_data, btf, source=f"{path}:.BTF.ext")
+        return btf
 
     @classmethod
     def kernel(cls) -> BTF:
         """The running kernel's /sys/kernel/btf/vmlinux, opened once per process and cached."""
-        raise NotImplementedError
+        global _kernel
+        if _kernel is None:
+            _kernel = cls.from_file(_KERNEL_BTF_PATH)
+        return _kernel
+
+    # --- parsing ----------------------------------------------------------
+    def _err(self, message: str, offset: int | None = None) -> BTFError:
+        return BTFError(message, offset=offset, source=self.source)
+
+    def _byte_order_of(self, buf: memoryview) -> str:
+        layouts = fmt.layouts_for_magic(buf)
+        if layouts is None:
+            got = bytes(buf[:2]).hex() if len(buf) >= 2 else f"{len(buf)} byte(s)"
+            raise self._err(f"not BTF: bad magic {got} (want {fmt.BTF_MAGIC:#x} in either byte order)", 0)
+        return layouts.order
+
+    def _read_header(self) -> None:
+        codec, buf = self._codec, self._buf
+        size = len(buf)
+        if size < codec.header.size:
+            raise self._err(f"truncated BTF header: {size} bytes, need {codec.header.size}", 0)
+        _magic, version, flags, hdr_len, type_off, type_len, str_off, str_len = codec.header.unpack_from(buf, 0)
+        if version != fmt.BTF_VERSION:
+            raise self._err(f"unsupported BTF version {version}", 2)
+        if hdr_len < codec.header.size or hdr_len > size:
+            raise self._err(f"bad BTF header length {hdr_len} (blob is {size} bytes)", 4)
+        self.flags = flags
+        self._hdr_len = hdr_len
+        data_len = size - hdr_len
+        if type_off % 4:
+            raise self._err(f"type section offset {type_off} not 4-byte aligned", 8)
+        if type_off + type_len > data_len:
+            raise self._err(
+                f"type section [{type_off}, +{type_len}) runs past the end of the data ({data_len} bytes)", 8
+            )
+        if str_off + str_len > data_len:
+            raise self._err(f"string section [{str_off}, +{str_len}) runs past the end of the data ({data_len} bytes)", 16)
+        if type_off < str_off + str_len and str_off < type_off + type_len:
+            raise self._err("type and string sections overlap", 8)
+        self._type_start = hdr_len + type_off
+        self._type_end = self._type_start + type_len
+        self._str_start = hdr_len + str_off
+        self._str_len = str_len
+        if str_len:
+            if buf[self._str_start + str_len - 1] != 0:
+                raise self._err("string section does not end with NUL", self._str_start + str_len - 1)
+            if self.base is None and buf[self._str_start] != 0:
+                raise self._err("string section does not start with the empty string", self._str_start)
+        elif self.base is None:
+            raise self._err("empty string section", 16)
+
+    def _scan(self) -> tuple[array, array]:
+        """One pass over the type section: start offset and name offset of every type."""
+        codec, buf = self._codec, self._buf
+        unpack = codec.name_info.unpack_from
+        fixed, per_vlen = codec.fixed, codec.per_vlen
+        offsets = array("I")
+        name_offs = array("I")
+        add_offset, add_name = offsets.append, name_offs.append
+        off, end = self._type_start, self._type_end
+        last = end - codec.type_size
+        try:
+            while off <= last:
+                name_off, info = unpack(buf, off)
+                add_offset(off)
+                add_name(name_off)
+                kind = (info >> 24) & 0x1F
+                off += fixed[kind] + per_vlen[kind] * (info & 0xFFFF)  # type: ignore[operator]
+        except TypeError:  # fixed[kind] is None: not a known kind
+            kind = (info >> 24) & 0x1F
+            raise self._err(f"type [{self.start_id + len(offsets) - 1}] has unknown kind {kind}", off) from None
+        if off != end:
+            bad = offsets[-1] if off > end and offsets else off
+            what = "runs past" if off > end else "leaves a partial type before"
+            raise self._err(
+                f"type [{self.start_id + len(offsets) - (1 if off > end else 0)}] {what} the end of the type section",
+                bad,
+            )
+        if self.start_id + len(offsets) > 0x7FFFFFFF:
+            raise self._err("too many types", self._type_start)
+        return offsets, name_offs
+
+    # --- strings ----------------------------------------------------------
+    def string(self, offset: int) -> str:
+        """The string at ``offset`` in the (base + own) string section."""
+        cached = self._str_cache.get(offset)
+        if cached is not None:
+            return cached
+        if offset < self._str_base:
+            return self.base.string(offset)  # type: ignore[union-attr]
+        s = self._str_cache[offset] = self._decode(offset)
+        return s
+
+    def _decode(self, offset: int) -> str:
+        raw = self._string_bytes(offset)
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise self._err(f"string at offset {offset} is not valid UTF-8", self._str_start + offset - self._str_base) from None
+
+    def _string_bytes(self, offset: int) -> bytes:
+        if offset < self._str_base:
+            return self.base._string_bytes(offset)  # type: ignore[union-attr]
+        local = offset - self._str_base
+        if local >= self._str_len:
+            raise self._err(
+                f"string offset {offset} out of range (string section ends at {self._str_total})", self._str_start
+            )
+        end = self._strtab.find(0, local)
+        if end < 0:
+            raise self._err(f"string at offset {offset} is not NUL-terminated", self._str_start + local)
+        return self._strtab[local:end]
+
+    def strings_bytes(self) -> bytes:
+        """This blob's own string section, raw."""
+        return self._strtab
 
     # --- access -----------------------------------------------------------
     def __len__(self) -> int:
         """Number of type ids including void and the base's: valid ids are 0..len-1."""
-        raise NotImplementedError
+        return self.start_id + len(self._offsets)
+
+    def __repr__(self) -> str:
+        split = f", split on {self.base.source}" if self.base is not None else ""
+        return f"<BTF {self.source}: {len(self._offsets)} types{split}>"
 
     def __getitem__(self, type_id: int) -> Type:
         """The type with this id (0 is VOID); decoded on first access, then cached. BTFError if out of range."""
-        raise NotImplementedError
+        i = type_id - self.start_id
+        if i >= 0:
+            try:
+                t = self._cache[i]
+            except (IndexError, TypeError):
+                raise self._err(f"type id {type_id!r} out of range (last id is {len(self) - 1})") from None
+            if t is None:
+                t = self._cache[i] = self._decode_type(type_id, self._offsets[i])
+            return t
+        if self.base is not None:
+            return self.base[type_id]
+        if type_id == 0:
+            return VOID
+        raise self._err(f"type id {type_id!r} out of range (last id is {len(self) - 1})")
+
+    def type_offset(self, type_id: int) -> int:
+        """Byte offset of an own type's btf_type in the blob (for error messages and tools)."""
+        return self._offsets[type_id - self.start_id]
 
     def types(self) -> Iterator[Type]:
         """Every type of this blob (not the base's), in id order."""
-        raise NotImplementedError
+        for type_id in range(self.start_id, len(self)):
+            yield self[type_id]
+
+    def _check_id(self, owner: int, what: str, type_id: int, offset: int) -> int:
+        if type_id >= len(self):
+            raise self._err(f"type [{owner}] {what} refers to type id {type_id}, past the last id {len(self) - 1}", offset)
+        return type_id
+
+    def _decode_type(self, type_id: int, off: int) -> Type:
+        """Decode one btf_type and its trailing records (the fast path; tests check it against construct)."""
+        c, buf = self._codec, self._buf
+        name_off, info, size = c.btf_type.unpack_from(buf, off)
+        kind = (info >> 24) & 0x1F
+        vlen = info & 0xFFFF
+        kflag = bool(info >> 31)
+        name = self.string(name_off)
+        p = off + c.type_size
+        ref = self._check_id
+        if kind == Kind.INT:
+            (word,) = c.u32.unpack_from(buf, p)
+            return Int(
+                type_id, name, size, IntEncoding((word >> fmt.INT_ENCODING_SHIFT) & fmt.INT_ENCODING_MASK),
+                (word >> fmt.INT_OFFSET_SHIFT) & fmt.INT_OFFSET_MASK, word & fmt.INT_BITS_MASK, name_off,
+            )
+        if kind in (Kind.STRUCT, Kind.UNION):
+            members = []
+            step, unpack = c.member.size, c.member.unpack_from
+            for i in range(vlen):
+                m_name_off, m_type, m_off = unpack(buf, p)
+                ref(type_id, f"member {i}", m_type, p)
+                if kflag:
+                    members.append(Member(self.string(m_name_off), m_type, m_off & fmt.MEMBER_BIT_OFFSET_MASK,
+                                          m_off >> fmt.MEMBER_BITFIELD_SHIFT, m_name_off))
+                else:
+                    members.append(Member(self.string(m_name_off), m_type, m_off, 0, m_name_off))
+                p += step
+            cls = Struct if kind == Kind.STRUCT else Union
+            return cls(type_id, name, size, tuple(members), kflag, name_off)
+        if kind in (Kind.PTR, Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG, Kind.FUNC):
+            ref(type_id, "target", size, off)
+            if kind == Kind.PTR:
+                return Ptr(type_id, size, name, name_off)
+            if kind == Kind.TYPEDEF:
+                return Typedef(type_id, name, size, name_off)
+            if kind == Kind.FUNC:
+                return Func(type_id, name, size, self._linkage(type_id, vlen, off), name_off)
+            if kind == Kind.TYPE_TAG:
+                return TypeTag(type_id, name, size, name_off)
+            cls = {Kind.VOLATILE: Volatile, Kind.CONST: Const, Kind.RESTRICT: Restrict}[Kind(kind)]
+            return cls(type_id, size, name, name_off)
+        if kind == Kind.ARRAY:
+            elem, index, nelems = c.array.unpack_from(buf, p)
+            ref(type_id, "element type", elem, p)
+            ref(type_id, "index type", index, p)
+            return Array(type_id, elem, index, nelems, name, name_off)
+        if kind == Kind.ENUM:
+            values = []
+            for i in range(vlen):
+                v_name_off, val = c.enum.unpack_from(buf, p)
+                values.append(EnumValue(self.string(v_name_off), val if kflag else val & 0xFFFFFFFF, v_name_off))
+                p += c.enum.size
+            return Enum(type_id, name, size, tuple(values), kflag, name_off)
+        if kind == Kind.ENUM64:
+            values = []
+            for i in range(vlen):
+                v_name_off, lo, hi = c.enum64.unpack_from(buf, p)
+                val = hi << 32 | lo
+                if kflag and val >> 63:
+                    val -= 1 << 64
+                values.append(EnumValue(self.string(v_name_off), val, v_name_off))
+                p += c.enum64.size
+            return Enum64(type_id, name, size, tuple(values), kflag, name_off)
+        if kind == Kind.FUNC_PROTO:
+            params = []
+            for i in range(vlen):
+                p_name_off, p_type = c.param.unpack_from(buf, p)
+                ref(type_id, f"parameter {i}", p_type, p)
+                params.append(Param(self.string(p_name_off), p_type, p_name_off))
+                p += c.param.size
+            return FuncProto(type_id, size, tuple(params), name, name_off)
+        if kind == Kind.VAR:
+            ref(type_id, "type", size, off)
+            (linkage,) = c.u32.unpack_from(buf, p)
+            return Var(type_id, name, size, self._linkage(type_id, linkage, p), name_off)
+        if kind == Kind.DATASEC:
+            entries = []
+            for i in range(vlen):
+                v_type, v_off, v_size = c.var_secinfo.unpack_from(buf, p)
+                ref(type_id, f"entry {i}", v_type, p)
+                entries.append(VarSecinfo(v_type, v_off, v_size))
+                p += c.var_secinfo.size
+            return Datasec(type_id, name, size, tuple(entries), name_off)
+        if kind == Kind.FWD:
+            return Fwd(type_id, name, kflag, name_off)
+        if kind == Kind.FLOAT:
+            return Float(type_id, name, size, name_off)
+        if kind == Kind.DECL_TAG:
+            ref(type_id, "target", size, off)
+            (component_idx,) = c.decl_tag.unpack_from(buf, p)
+            return DeclTag(type_id, name, size, component_idx, name_off)
+        raise self._err(f"type [{type_id}] has unknown kind {kind}", off)  # the scan rejects these already
+
+    def _linkage(self, type_id: int, value: int, offset: int) -> Linkage:
+        try:
+            return Linkage(value)
+        except ValueError:
+            raise self._err(f"type [{type_id}] has unknown linkage {value}", offset) from None
+
+    # --- names ------------------------------------------------------------
+    def _name_index(self) -> dict[bytes, int]:
+        """name -> last id with it; names held by several types are also in ``_dups``."""
+        if self._index is not None:
+            return self._index
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._index = self._build_index()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return self._index
+
+    def _build_index(self) -> dict[bytes, int]:
+        base = self._str_base
+        name_offs = self._name_offs
+        if base == 0:
+            # every string of the table, keyed by its offset (all C-level loops)
+            parts = self._strtab.split(b"\0")
+            starts = accumulate(map((1).__add__, map(len, parts)), initial=0)
+            by_off = dict(zip(starts, parts))
+            names = list(map(by_off.get, name_offs))
+            if None in names:  # a name offset inside a string (legal, rare)
+                names = [n if n is not None else self._string_bytes(o) for n, o in zip(names, name_offs)]
+        else:
+            names = [self._string_bytes(o) for o in name_offs]
+        ids = range(self.start_id, self.start_id + len(names))
+        last = dict(zip(names, ids))
+        last.pop(b"", None)
+        if len(last) + names.count(b"") != len(names):
+            first = dict(zip(reversed(names), reversed(ids)))
+            shared = {name for name, _ in first.items() - last.items()}
+            dups: dict[bytes, list[int]] = {}
+            for name, type_id in compress(zip(names, ids), map(shared.__contains__, names)):
+                dups.setdefault(name, []).append(type_id)
+            self._dups = dups
+        return last
 
     def ids_by_name(self, name: str) -> list[int]:
         """Ids of all types (this blob and base) whose name is exactly ``name``, ascending."""
-        raise NotImplementedError
+        found = self.base.ids_by_name(name) if self.base is not None else []
+        key = name.encode()
+        index = self._name_index()
+        dup = self._dups.get(key)
+        if dup is not None:
+            return found + dup
+        type_id = index.get(key)
+        if type_id is not None:
+            found.append(type_id)
+        return found
 
     def find(self, name: str, kind: Kind | None = None) -> list[Type]:
         """Types named ``name`` (optionally of ``kind``), ascending id."""
-        raise NotImplementedError
+        found = [self[i] for i in self.ids_by_name(name)]
+        return found if kind is None else [t for t in found if t.kind == kind]
 
     def find_one(self, name: str, kind: Kind | None = None) -> Type:
         """The single type named ``name`` (of ``kind``); BTFError naming the name if none or several."""
-        raise NotImplementedError
-
-    def string(self, offset: int) -> str:
-        """The string at ``offset`` in the (base + own) string section."""
-        raise NotImplementedError
+        found = self.find(name, kind)
+        what = f"{kind.name} {name!r}" if kind is not None else repr(name)
+        if not found:
+            raise self._err(f"no type {what}")
+        if len(found) > 1:
+            raise self._err(f"{len(found)} types named {what}: ids {[t.id for t in found]}")
+        return found[0]
 
     def names(self) -> Iterator[str]:
         """Every distinct type name (own + base), for essential-name candidate search."""
-        raise NotImplementedError
+        own = self._name_index()
+        if self.base is not None:
+            for name in self.base.names():
+                if name.encode() not in own:
+                    yield name
+        for key in own:
+            yield key.decode()
 
     # --- helpers every layer needs ----------------------------------------
     def skip_mods(self, type_id: int) -> Type:
         """Follow CONST/VOLATILE/RESTRICT/TYPE_TAG."""
-        raise NotImplementedError
+        return self._skip(type_id, MODIFIERS)
 
     def skip_mods_and_typedefs(self, type_id: int) -> Type:
         """Follow modifiers and TYPEDEFs to the underlying type (bounded; BTFError on loops)."""
-        raise NotImplementedError
+        return self._skip(type_id, MODIFIERS + (Typedef,))
+
+    def _skip(self, type_id: int, kinds: tuple[type, ...]) -> Type:
+        t = self[type_id]
+        for _ in range(MAX_RESOLVE_DEPTH):
+            if not isinstance(t, kinds):
+                return t
+            t = self[t.type_id]  # type: ignore[union-attr]
+        raise self._err(f"type [{type_id}]: reference chain deeper than {MAX_RESOLVE_DEPTH} (a loop?)")
+
+    @property
+    def pointer_size(self) -> int:
+        """The target's pointer size, guessed from its ``long`` as libbpf does (8 if there is none)."""
+        if self._ptr_size is None:
+            self._ptr_size = 8
+            for name in _LONG_NAMES:
+                for t in self.find(name, Kind.INT):
+                    if t.size in (4, 8):  # type: ignore[union-attr]
+                        self._ptr_size = t.size  # type: ignore[union-attr]
+                        return self._ptr_size
+        return self._ptr_size
 
     def resolve_size(self, type_id: int) -> int:
         """Byte size of a type as libbpf's btf__resolve_size (arrays multiply; BTFError if sizeless)."""
-        raise NotImplementedError
+        nelems = 1
+        t = self[type_id]
+        for _ in range(MAX_RESOLVE_DEPTH):
+            if isinstance(t, (Int, Struct, Union, Enum, Enum64, Datasec, Float)):
+                size = t.size
+                break
+            if isinstance(t, Ptr):
+                size = self.pointer_size
+                break
+            if isinstance(t, (Typedef, Volatile, Const, Restrict, Var, DeclTag, TypeTag)):
+                t = self[t.type_id]
+            elif isinstance(t, Array):
+                nelems *= t.nelems
+                if nelems > 0xFFFFFFFF:
+                    raise self._err(f"type [{type_id}]: array size overflows 32 bits")
+                t = self[t.type_id]
+            else:
+                raise self._err(f"type [{type_id}]: {t.kind.name} [{t.id}] has no size")
+        else:
+            raise self._err(f"type [{type_id}]: reference chain deeper than {MAX_RESOLVE_DEPTH} (a loop?)")
+        total = nelems * size
+        if total > 0xFFFFFFFF:
+            raise self._err(f"type [{type_id}]: size overflows 32 bits")
+        return total
 
     def alignment(self, type_id: int) -> int:
-        """Natural alignment as libbpf's btf__align_of."""
-        raise NotImplementedError
+        """Natural alignment as libbpf's btf__align_of (1 for packed structs/unions)."""
+        return self._align(type_id, 0)
+
+    def _align(self, type_id: int, depth: int) -> int:
+        if depth > MAX_RESOLVE_DEPTH:
+            raise self._err(f"type [{type_id}]: nesting deeper than {MAX_RESOLVE_DEPTH} (a loop?)")
+        t = self[type_id]
+        if isinstance(t, (Int, Enum, Enum64, Float)):
+            return max(1, min(self.pointer_size, t.size))
+        if isinstance(t, Ptr):
+            return self.pointer_size
+        if isinstance(t, (Typedef, Volatile, Const, Restrict, TypeTag, Array)):
+            return self._align(t.type_id, depth + 1)
+        if isinstance(t, COMPOSITE):
+            max_align = 1
+            for m in t.members:
+                align = self._align(m.type_id, depth + 1)
+                max_align = max(max_align, align)
+                if m.bitfield_size == 0 and m.bit_offset % (8 * align):
+                    return 1  # a misaligned member: packed
+            return 1 if t.size % max_align else max_align
+        raise self._err(f"type [{type_id}]: {t.kind.name} has no alignment")
+
+    def members(self, type_id: int) -> Iterator[tuple[Member, int]]:
+        """Named members of a struct/union with their bit offsets from its start, looking through
+        anonymous struct/union members (as C name lookup does)."""
+        yield from self._members(type_id, 0, 0)
+
+    def _members(self, type_id: int, base_bits: int, depth: int) -> Iterator[tuple[Member, int]]:
+        if depth > MAX_RESOLVE_DEPTH:
+            raise self._err(f"type [{type_id}]: anonymous members nested deeper than {MAX_RESOLVE_DEPTH}")
+        t = self.skip_mods(type_id)
+        if not isinstance(t, COMPOSITE):
+            raise self._err(f"type [{type_id}] is {t.kind.name}, not a struct or union")
+        for m in t.members:
+            if m.name:
+                yield m, base_bits + m.bit_offset
+            elif isinstance(self.skip_mods(m.type_id), COMPOSITE):
+                yield from self._members(m.type_id, base_bits + m.bit_offset, depth + 1)
+
+    def find_member(self, type_id: int, name: str) -> tuple[Member, int] | None:
+        """The member called ``name`` (looking through anonymous members) and its bit offset, or None."""
+        for m, bits in self.members(type_id):
+            if m.name == name:
+                return m, bits
+        return None
 
     def raw_bytes(self) -> bytes:
         """The blob exactly as parsed (header, types, strings)."""
-        raise NotImplementedError
+        return bytes(self._buf)
 
-    ext: BTFExt | None
-    """The matching .BTF.ext when parsed from an ELF object, else None."""
+    def type_bytes(self) -> memoryview:
+        """This blob's type section, raw."""
+        return self._buf[self._type_start : self._type_end]
+
+
+def _map_or_read(f) -> bytes | memoryview:
+    """The whole file: mapped private read-only when the file allows, else read once."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if size > 0:
+            m = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+            return memoryview(m)
+    except (OSError, ValueError):
+        pass
+    return f.read()

@@ -1,0 +1,363 @@
+"""BTF parsing checked against bpftool's raw dump (the oracle) on real kernel and object BTF."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import KERNEL_BTF, MODULES, OTHER_KERNELS, btf_blob, btf_path
+from corepy.btf import BTF, Kind
+from corepy.btf import format as fmt
+from corepy.btf.ext import BTFExt
+from corepy.btf.types import (
+    Array, Datasec, DeclTag, Enum, Enum64, Float, Func, FuncProto, Fwd, Int, IntEncoding, Struct, Union, Var,
+)
+from corepy.errors import BTFError
+
+BPFTOOL = shutil.which("bpftool") or ("/usr/sbin/bpftool" if Path("/usr/sbin/bpftool").exists() else None)
+CLANG = shutil.which("clang-19") or shutil.which("clang")
+needs_bpftool = pytest.mark.skipif(BPFTOOL is None, reason="bpftool not installed (scripts/setup-system.sh)")
+needs_clang = pytest.mark.skipif(CLANG is None, reason="clang not installed (scripts/setup-system.sh)")
+needs_kernel_btf = pytest.mark.skipif(not KERNEL_BTF.exists(), reason="no /sys/kernel/btf/vmlinux")
+
+# A small program using every construct the parser must decode: bitfields, anonymous
+# members, enums (signed, 64-bit), floats, decl/type tags, globals, maps and CO-RE relocations.
+PROGRAM = textwrap.dedent(
+    r"""
+    typedef unsigned int u32;
+    typedef unsigned long long u64;
+    #define SEC(x) __attribute__((section(x), used))
+    #define __uint(name, val) int (*name)[val]
+    #define __type(name, val) typeof(val) *name
+    enum small { S_NEG = -3, S_POS = 7 };
+    enum big { B_HUGE = 0xfffffffffffULL, B_ONE = 1 };
+    struct bits { u32 a: 3, b: 5; u32 c; union { int x; struct { short y, z; }; }; double d; };
+    struct task { int pid; struct bits bits; enum small s; enum big g; } __attribute__((preserve_access_index));
+    struct packed { char c; int i; } __attribute__((packed));
+    struct { __uint(type, 2); __uint(max_entries, 1); __type(key, u32); __type(value, u64); } counts SEC(".maps");
+    volatile const int config = 5;
+    int __attribute__((btf_decl_tag("tagged"))) tagged_global = 1;
+    int __attribute__((btf_type_tag("user"))) *tagged_ptr;
+    struct packed packed_global;
+    double ratio_global;
+    extern int bpf_ext(int) __attribute__((weak));
+    static long (*bpf_probe_read_kernel)(void *dst, u32 size, const void *src) = (void *)113;
+    SEC("tracepoint/syscalls/sys_enter_write")
+    int handle(struct task *t)
+    {
+        int pid;
+        bpf_probe_read_kernel(&pid, sizeof(pid), &t->pid);
+        return pid + config + t->bits.y + tagged_global + (int)t->s + (int)t->g;
+    }
+    char LICENSE[] SEC("license") = "GPL";
+    """
+)
+
+_ENC = {0: "(none)", 1: "SIGNED", 2: "CHAR", 4: "BOOL"}
+_LINKAGE = {0: "static", 1: "global", 2: "extern"}
+
+
+def bpftool_raw(btf: BTF, t) -> list[str]:
+    """Render a type exactly as `bpftool btf dump ... format raw` does."""
+    name = t.name or "(anon)"
+    head = f"[{t.id}] {t.kind.name} '{name}'"
+    if isinstance(t, Int):
+        return [f"{head} size={t.size} bits_offset={t.bit_offset} nr_bits={t.bits} encoding={_ENC.get(int(t.encoding), 'UNKN')}"]
+    if isinstance(t, Array):
+        return [f"{head} type_id={t.type_id} index_type_id={t.index_type_id} nr_elems={t.nelems}"]
+    if isinstance(t, (Struct, Union)):
+        out = [f"{head} size={t.size} vlen={len(t.members)}"]
+        for m in t.members:
+            line = f"\t'{m.name or '(anon)'}' type_id={m.type_id} bits_offset={m.bit_offset}"
+            out.append(line + (f" bitfield_size={m.bitfield_size}" if m.bitfield_size else ""))
+        return out
+    if isinstance(t, (Enum, Enum64)):
+        out = [f"{head} encoding={'SIGNED' if t.signed else 'UNSIGNED'} size={t.size} vlen={len(t.values)}"]
+        suffix = "" if isinstance(t, Enum) else ("LL" if t.signed else "ULL")
+        return out + [f"\t'{v.name}' val={v.value}{suffix}" for v in t.values]
+    if isinstance(t, Fwd):
+        return [f"{head} fwd_kind={'union' if t.union else 'struct'}"]
+    if isinstance(t, Func):
+        return [f"{head} type_id={t.type_id} linkage={_LINKAGE[t.linkage]}"]
+    if isinstance(t, FuncProto):
+        out = [f"{head} ret_type_id={t.return_type_id} vlen={len(t.params)}"]
+        return out + [f"\t'{p.name or '(anon)'}' type_id={p.type_id}" for p in t.params]
+    if isinstance(t, Var):
+        return [f"{head} type_id={t.type_id}, linkage={_LINKAGE[t.linkage]}"]
+    if isinstance(t, Datasec):
+        out = [f"{head} size={t.size} vlen={len(t.vars)}"]
+        for v in t.vars:
+            target = btf[v.type_id]
+            out.append(f"\ttype_id={v.type_id} offset={v.offset} size={v.size} ({target.kind.name} '{target.name}')")
+        return out
+    if isinstance(t, Float):
+        return [f"{head} size={t.size}"]
+    if isinstance(t, DeclTag):
+        return [f"{head} type_id={t.type_id} component_idx={t.component_idx}"]
+    return [f"{head} type_id={t.type_id}"]  # PTR, TYPEDEF, modifiers, TYPE_TAG
+
+
+def assert_matches_bpftool(btf: BTF, path: Path, base: Path | None = None) -> None:
+    cmd = [BPFTOOL, "btf", "dump", "file", str(path), "format", "raw"]
+    if base is not None:
+        cmd[1:1] = ["-B", str(base)]
+    want = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
+    got = [line for t in btf.types() for line in bpftool_raw(btf, t)]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g == w
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> Path:
+    if CLANG is None:
+        pytest.skip("clang not installed (scripts/setup-system.sh)")
+    d = tmp_path_factory.mktemp("prog")
+    (d / "prog.bpf.c").write_text(PROGRAM)
+    out = d / "prog.bpf.o"
+    subprocess.run([CLANG, "-g", "-O2", "-target", "bpf", "-c", str(d / "prog.bpf.c"), "-o", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def program_eb(program: Path) -> Path:
+    out = program.with_name("prog-eb.bpf.o")
+    subprocess.run([CLANG, "-g", "-O2", "-target", "bpfeb", "-c", str(program.with_name("prog.bpf.c")),
+                    "-o", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vmlinux() -> BTF:
+    if not KERNEL_BTF.exists():
+        pytest.skip("no /sys/kernel/btf/vmlinux")
+    return BTF.kernel()
+
+
+# --- real kernel ---------------------------------------------------------
+
+@needs_bpftool
+def test_kernel_btf_equals_bpftool_raw_dump(vmlinux: BTF) -> None:
+    assert_matches_bpftool(vmlinux, KERNEL_BTF)
+
+
+@needs_bpftool
+def test_task_struct_pid_as_bpftool_says(vmlinux: BTF) -> None:
+    raw = subprocess.run([BPFTOOL, "btf", "dump", "file", str(KERNEL_BTF), "format", "raw"],
+                         check=True, capture_output=True, text=True).stdout
+    head, _, rest = raw.partition("STRUCT 'task_struct' ")
+    type_id = int(head.rsplit("[", 1)[1].rstrip("] "))
+    size = int(rest.split()[0].removeprefix("size="))
+    pid_line = next(line for line in rest.splitlines() if line.startswith("\t'pid' "))
+    fields = dict(kv.split("=") for kv in pid_line.split()[1:])
+    task = vmlinux.find_one("task_struct", Kind.STRUCT)
+    assert (task.id, task.size) == (type_id, size)
+    member, bits = vmlinux.find_member(task.id, "pid")
+    assert (member.type_id, bits) == (int(fields["type_id"]), int(fields["bits_offset"]))
+    assert vmlinux.resolve_size(member.type_id) == 4  # pid_t is an int: C's answer, not BTF's
+    assert vmlinux.resolve_size(task.id) == size
+
+
+def test_kernel_is_cached_and_little_endian(vmlinux: BTF) -> None:
+    assert BTF.kernel() is vmlinux
+    assert vmlinux.byte_order == "little" and vmlinux.start_id == 1 and vmlinux.base is None
+    assert vmlinux[0].kind == Kind.UNKN
+    assert vmlinux.raw_bytes() == KERNEL_BTF.read_bytes()
+
+
+def test_ids_by_name_and_find(vmlinux: BTF) -> None:
+    ids = vmlinux.ids_by_name("task_struct")
+    assert ids == sorted(ids) and all(vmlinux[i].name == "task_struct" for i in ids)
+    # every name maps back to all and only the types carrying it
+    seen: dict[str, list[int]] = {}
+    for t in vmlinux.types():
+        if t.name:
+            seen.setdefault(t.name, []).append(t.id)
+    for name in list(seen)[::97] + [n for n, ids in seen.items() if len(ids) > 2][:50]:
+        assert vmlinux.ids_by_name(name) == seen[name]
+    assert set(vmlinux.names()) == set(seen)
+    assert vmlinux.ids_by_name("no_such_type_anywhere") == []
+    with pytest.raises(BTFError, match="no_such_type"):
+        vmlinux.find_one("no_such_type")
+    with pytest.raises(BTFError, match="out of range"):
+        vmlinux[len(vmlinux)]
+    with pytest.raises(BTFError, match="out of range"):
+        vmlinux[-1]
+
+
+def test_alignment_and_members_of_kernel_types(vmlinux: BTF) -> None:
+    assert vmlinux.pointer_size == 8
+    task = vmlinux.find_one("task_struct", Kind.STRUCT)
+    assert vmlinux.alignment(task.id) >= 8
+    # every member of a kernel struct sits at a multiple of its alignment unless it is a bitfield
+    for name in ("task_struct", "sk_buff", "file", "page"):
+        struct = vmlinux.find_one(name, Kind.STRUCT)
+        names = [m.name for m, _ in vmlinux.members(struct.id)]
+        assert len(names) == len(set(names)) and "" not in names
+        for m, bits in vmlinux.members(struct.id):
+            if not m.bitfield_size:
+                assert bits % (8 * vmlinux.alignment(m.type_id)) == 0
+    # sk_buff's 'len' lives inside no anonymous member; its 'next' inside an anonymous union
+    skb = vmlinux.find_one("sk_buff", Kind.STRUCT)
+    assert vmlinux.find_member(skb.id, "next") is not None
+    assert all(m.name != "next" for m in skb.members)
+
+
+# --- other kernels, split BTF ------------------------------------------------
+
+@needs_bpftool
+@pytest.mark.parametrize("name", OTHER_KERNELS)
+def test_other_kernels_equal_bpftool(name: str) -> None:
+    btf = BTF.from_file(btf_path(name))
+    assert_matches_bpftool(btf, btf_path(name))
+    arch_long = btf.find_one("long int", Kind.INT)
+    assert btf.pointer_size == arch_long.size == 8
+
+
+@needs_bpftool
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_split_module_btf_equals_bpftool(module: str) -> None:
+    base = BTF.from_file(btf_path(MODULES[module]))
+    split = BTF.from_bytes(btf_blob(module), base=base, source=module)
+    assert split.start_id == len(base) and split.base is base
+    assert_matches_bpftool(split, btf_path(module), base=btf_path(MODULES[module]))
+
+
+def test_split_nf_conn_points_into_base() -> None:
+    base = BTF.from_file(btf_path("vmlinux-6.1.0-56"))
+    split = BTF.from_bytes(btf_blob("nf_conntrack-6.1.0-56"), base=base)
+    conn = split.find_one("nf_conn", Kind.STRUCT)  # Debian builds nf_conn into vmlinux's BTF
+    assert conn.id < split.start_id and conn is base[conn.id]
+    assert split.find_member(conn.id, "ct_general") is not None
+    helper = split.find_one("nf_conntrack_helper", Kind.STRUCT)  # defined by the module
+    assert helper.id >= split.start_id
+    kinds = {m.type_id < split.start_id for m in helper.members}
+    assert kinds == {True, False}, "members in both the base and the module"
+    for t in (conn, helper):
+        for m in t.members:
+            assert m.bit_offset // 8 + split.resolve_size(m.type_id) <= t.size
+    assert split.ids_by_name("sk_buff") == base.ids_by_name("sk_buff")
+    # a split type name that is a base string offset (< base string size) resolves through the base
+    assert split.string(0) == ""
+
+
+# --- an object file: .BTF and .BTF.ext ------------------------------------------
+
+@needs_bpftool
+def test_object_btf_equals_bpftool(program: Path) -> None:
+    btf = BTF.from_file(program)
+    assert_matches_bpftool(btf, program)
+
+
+def test_object_kinds_and_values(program: Path) -> None:
+    btf = BTF.from_file(program)
+    small = btf.find_one("small", Kind.ENUM)
+    assert small.signed and {v.name: v.value for v in small.values} == {"S_NEG": -3, "S_POS": 7}
+    big = btf.find_one("big", Kind.ENUM64)
+    assert not big.signed and {v.name: v.value for v in big.values} == {"B_HUGE": 0xFFFFFFFFFFF, "B_ONE": 1}
+    bits = btf.find_one("bits", Kind.STRUCT)
+    a, b = bits.members[:2]
+    assert bits.kind_flag and (a.bit_offset, a.bitfield_size, b.bit_offset, b.bitfield_size) == (0, 3, 3, 5)
+    assert [m.name for m, _ in btf.members(bits.id)] == ["a", "b", "c", "x", "y", "z", "d"]
+    assert btf.find_member(bits.id, "z")[1] == 64 + 16
+    assert btf.alignment(btf.find_one("packed", Kind.STRUCT).id) == 1
+    assert btf.alignment(bits.id) == 8 and btf.resolve_size(bits.id) == 24
+    assert btf.find_one("double", Kind.FLOAT).size == 8
+    tag = btf.find_one("tagged", Kind.DECL_TAG)
+    assert btf[tag.type_id].name == "tagged_global" and tag.component_idx == -1
+    assert btf.find("user", Kind.TYPE_TAG)
+    handle = btf.find_one("handle", Kind.FUNC)
+    proto = btf[handle.type_id]
+    assert [p.name for p in proto.params] == ["t"] and btf[proto.return_type_id].name == "int"
+    assert {t.name for t in btf.types() if t.kind == Kind.DATASEC} >= {".maps", ".rodata", ".data", "license"}
+    with pytest.raises(BTFError, match="no size"):
+        btf.resolve_size(handle.id)
+
+
+def test_object_ext(program: Path) -> None:
+    btf = BTF.from_file(program)
+    ext = btf.ext
+    assert isinstance(ext, BTFExt)
+    sec = "tracepoint/syscalls/sys_enter_write"
+    assert [btf[f.type_id].name for f in ext.func_info[sec]] == ["handle"]
+    assert ext.func_info[sec][0].insn_off == 0
+    lines = ext.line_info[sec]
+    assert lines and all(li.file_name.endswith("prog.bpf.c") and li.line_num > 0 for li in lines)
+    assert any("bpf_probe_read_kernel" in li.line for li in lines)
+    assert all(li.insn_off % 8 == 0 for li in lines)
+    relos = ext.core_relos[sec]
+    assert relos and all(btf[r.type_id].name == "task" for r in relos)
+    access = {r.access_str for r in relos}
+    assert "0:0" in access  # t->pid
+
+
+def test_big_endian_object_parses_the_same(program: Path, program_eb: Path) -> None:
+    le, be = BTF.from_file(program), BTF.from_file(program_eb)
+    assert (le.byte_order, be.byte_order) == ("little", "big")
+    assert list(le.types()) == list(be.types())
+    assert le.ext.core_relos == be.ext.core_relos and le.ext.line_info == be.ext.line_info
+
+
+def test_fast_decoder_equals_construct_declarations(vmlinux: BTF, program: Path, program_eb: Path) -> None:
+    """The struct-based fast path reads exactly what the construct declarations declare."""
+    for btf in (vmlinux, BTF.from_file(program), BTF.from_file(program_eb)):
+        L = fmt.LITTLE if btf.byte_order == "little" else fmt.BIG
+        raw = btf.raw_bytes()
+        for t in list(btf.types())[:: max(1, len(btf) // 3000)]:
+            off = btf.type_offset(t.id)
+            head = L.btf_type.parse(raw[off:])
+            assert head.name_off == t.name_off
+            assert (head.info >> fmt.INFO_KIND_SHIFT) & fmt.INFO_KIND_MASK == t.kind
+            p = off + L.btf_type.sizeof()
+            if isinstance(t, (Struct, Union)):
+                for m in t.members:
+                    rec = L.member.parse(raw[p:])
+                    bits = rec.offset & fmt.MEMBER_BIT_OFFSET_MASK if t.kind_flag else rec.offset
+                    assert (rec.name_off, rec.type, bits) == (m.name_off, m.type_id, m.bit_offset)
+                    p += L.member.sizeof()
+            elif isinstance(t, Int):
+                enc = L.int_encoding.parse(raw[p:]).encoding
+                assert (enc & fmt.INT_BITS_MASK, head.size_or_type) == (t.bits, t.size)
+            elif isinstance(t, Enum):
+                for v in t.values:
+                    rec = L.enum.parse(raw[p:])
+                    assert rec.name_off == v.name_off and rec.val & 0xFFFFFFFF == v.value & 0xFFFFFFFF
+                    p += L.enum.sizeof()
+            elif isinstance(t, Array):
+                rec = L.array.parse(raw[p:])
+                assert (rec.type, rec.index_type, rec.nelems) == (t.type_id, t.index_type_id, t.nelems)
+            elif isinstance(t, FuncProto):
+                assert head.size_or_type == t.return_type_id
+                for prm in t.params:
+                    rec = L.param.parse(raw[p:])
+                    assert (rec.name_off, rec.type) == (prm.name_off, prm.type_id)
+                    p += L.param.sizeof()
+
+
+# --- contract details ---------------------------------------------------------
+
+def test_header_lengths_come_from_declarations() -> None:
+    assert fmt.LITTLE.header.sizeof() == 24 and fmt.LITTLE.btf_type.sizeof() == 12
+    assert fmt.LITTLE.member.sizeof() == 12 and fmt.LITTLE.enum64.sizeof() == 12
+    assert fmt.BIG.header.build(dict(magic=fmt.BTF_MAGIC, version=1, flags=0, hdr_len=24, type_off=0,
+                                     type_len=0, str_off=0, str_len=1))[:2] == b"\xeb\x9f"
+
+
+def test_from_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(BTFError, match="cannot read"):
+        BTF.from_file(tmp_path / "missing")
+    (tmp_path / "junk").write_bytes(b"hello world, not btf")
+    with pytest.raises(BTFError, match="bad magic"):
+        BTF.from_file(tmp_path / "junk")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(BTFError, match="bad magic"):
+        BTF.from_file(tmp_path / "empty")
+
+
+def test_int_encoding_flags(vmlinux: BTF) -> None:
+    assert vmlinux.find_one("_Bool", Kind.INT).encoding == IntEncoding.BOOL
+    assert vmlinux.find_one("int", Kind.INT).signed
