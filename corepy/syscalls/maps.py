@@ -135,6 +135,13 @@ def map_lookup_and_delete_elem(fd: FdLike, key: bytes | None, value_size: int, f
     return vbuf.raw if _elem(Cmd.MAP_LOOKUP_AND_DELETE_ELEM, attr) else None
 
 
+def bloom_filter_contains(fd: FdLike, value: bytes) -> bool:
+    """BPF_MAP_LOOKUP_ELEM on a bloom filter: False if ``value`` is surely absent,
+    True if it may be present."""
+    vbuf = ctypes.create_string_buffer(value, len(value))
+    return _elem(Cmd.MAP_LOOKUP_ELEM, MapElemAttr(map_fd=fdnum(fd), value=ptr(vbuf)))
+
+
 def map_freeze(fd: FdLike) -> None:
     """BPF_MAP_FREEZE: forbid further writes from user space."""
     attr = MapElemAttr(map_fd=fdnum(fd))
