@@ -191,7 +191,7 @@ def test_tricky_constructs_round_trip_layouts(tmp_path: Path) -> None:
                  "typedef struct {\n\tint v;\n} anon_typedef_t;", "struct node;\n"):
         assert text in header, text
     lines, covered = layout_asserts(btf)
-    assert covered >= 8
+    assert covered >= 6
     compile_bpf(tmp_path, header, "\n".join(lines) + "\n")
     if BPFTOOL:
         ref = subprocess.run([BPFTOOL, "btf", "dump", "file", str(tmp_path / "obj.o"), "format", "c"],
