@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import BTFError, RelocationError
-from ..types import ENUMS, Enum, Int, IntEncoding, Ptr
+from ..types import ENUMS, Int, IntEncoding, Ptr, essential_name
 from .access import CoreSpec, enum_relo_value, format_spec, kind_str, parse_spec
 from .kinds import ReloKind
 from .match import spec_match
@@ -132,7 +132,7 @@ def _calc_relo(local: BTF, relo: CoreRelo, kind: ReloKind, target: Target) -> Co
         if tried:
             reason = "no candidate matches: " + "; ".join(f"{t.spec}: {t.reason}" for t in tried)
         else:
-            reason = (f"no type named {local_type.name!r} (essential name) of kind "
+            reason = (f"no type named {essential_name(local_type.name)!r} (or a flavor of it) of kind "
                       f"{kind_str(local_type)} in {target.vmlinux.source}"
                       + ("" if target.custom else " or its modules"))
     else:
