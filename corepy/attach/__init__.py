@@ -1,0 +1,75 @@
+"""Attaching programs, one module per family; :func:`auto_attach` picks by SEC() name.
+
+- ``tracepoint``: ``tp/``, ``tracepoint/`` (perf event + link), ``raw_tp/``, ``raw_tracepoint/``
+- ``tracing``: ``tp_btf/``, ``fentry/``, ``fexit/``, ``fmod_ret/``, ``lsm/`` (target fixed at load)
+- ``probes``: ``kprobe/``, ``kretprobe/``, ``uprobe/``, ``uretprobe/`` (PMU perf events + link)
+- ``net``: xdp, tcx, cgroup, socket filters (need a target: never auto-attached)
+- ``perf_event``: a program on any perf event fd (also the common path of the above)
+- ``iter``: ``iter/`` links and reading their output
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NotSupportedError, ObjectError
+
+if TYPE_CHECKING:
+    from ..links import Link
+    from ..programs import Program
+
+__all__ = ["auto_attach", "section_kind", "section_target"]
+
+
+def section_kind(section: str | None) -> str:
+    """``'uprobe'`` for ``uprobe.s/bin:f``, ``'tp'`` for ``?tp/a/b``: the SEC() prefix without
+    the autoload marker, sleepable suffix or target."""
+    head = (section or "").lstrip("?").split("/", 1)[0]
+    return head[:-2] if head.endswith(".s") else head
+
+
+def section_target(program: Program) -> str:
+    """The attach target text: the program's ``attach_to``, else its SEC() after the first '/'."""
+    if program.attach_to:
+        return program.attach_to
+    section = (program.section or "").lstrip("?")
+    return section.split("/", 1)[1] if "/" in section else ""
+
+
+def auto_attach(program: Program, **options: Any) -> Link | None:
+    """Attach ``program`` where its SEC() says, as libbpf's auto-attach does; None when the
+    section names no target (``xdp``, ``tc``, ``socket``, ``cgroup_skb/...``, bare ``uprobe``)."""
+    kind = section_kind(program.section)
+    target = section_target(program)
+    if kind in ("tp", "tracepoint"):
+        if not target:
+            return None
+        category, sep, name = target.partition("/")
+        if not sep or not name:
+            raise ObjectError(f"tracepoint section {program.section!r} is not 'tp/<category>/<name>'",
+                              section=program.section)
+        return program.attach_tracepoint(category, name, **options)
+    if kind in ("raw_tp", "raw_tracepoint", "raw_tp.w", "raw_tracepoint.w"):
+        return program.attach_raw_tracepoint(target, **options) if target else None
+    if kind in ("tp_btf", "fentry", "fexit", "fmod_ret", "lsm", "freplace"):
+        return program.attach_trace(**options)
+    if kind == "iter":
+        return program.attach_iter(**options)
+    if kind in ("kprobe", "kretprobe"):
+        if not target:
+            return None
+        function, _, off = target.partition("+")
+        return program.attach_kprobe(function, int(off, 0) if off else 0, retprobe=kind == "kretprobe",
+                                     **options)
+    if kind in ("uprobe", "uretprobe"):
+        if not target:
+            return None
+        from ..uprobe import parse_uprobe_spec
+
+        spec = parse_uprobe_spec(target)
+        return program.attach_uprobe(spec.binary, spec.function, spec.offset, retprobe=kind == "uretprobe",
+                                     **options)
+    if kind == "usdt" and target:
+        raise NotSupportedError("usdt attach in corepy", "USDT probes are not implemented; "
+                                "attach a uprobe at the probe's address instead")
+    return None

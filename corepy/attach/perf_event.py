@@ -1,0 +1,56 @@
+"""Programs on perf events: the path tracepoints, kprobes and uprobes share.
+
+A ``BPF_LINK_CREATE`` with attach type ``BPF_PERF_EVENT`` (kernel 5.15+) makes a real
+link (pinnable, with info and a BPF cookie); older kernels get ``PERF_EVENT_IOC_SET_BPF``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NotSupportedError, SyscallError
+from ..links import Link, PerfEventAttachment
+
+if TYPE_CHECKING:
+    from ..programs import Program
+    from ..syscalls.fd import FD
+
+__all__ = ["attach_perf_event", "attach_perf_fd"]
+
+
+def attach_perf_fd(program: Program, perf_fd: FD, *, target: str, cookie: int = 0) -> Link:
+    """Attach ``program`` to the perf event ``perf_fd``, which the returned link then owns
+    (closed with it, or right away if attaching fails)."""
+    from ..syscalls import perf
+    from ..syscalls.links import link_create_perf_event
+
+    try:
+        try:
+            link_fd = link_create_perf_event(program.fd, perf_fd, cookie=cookie)
+        except SyscallError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            if cookie:
+                raise NotSupportedError("BPF perf_event links (BPF cookies)", str(e)) from None
+            perf.ioctl_set_bpf(perf_fd.fileno(), program.fd)
+            perf.ioctl_enable(perf_fd.fileno())
+            return PerfEventAttachment(perf_fd, program=program, target=target)
+        perf.ioctl_enable(perf_fd.fileno())
+    except BaseException:
+        if "link_fd" in locals():
+            link_fd.close()
+        perf_fd.close()
+        raise
+    return Link(link_fd, program=program, target=target, owned=(perf_fd,))
+
+
+def attach_perf_event(program: Program, perf_fd: Any, *, cookie: int = 0) -> Link:
+    """Attach a ``perf_event`` (or kprobe/tracepoint) program to an open perf event
+    (an int fd, or anything with ``fileno()``). The link holds its own duplicate of the fd."""
+    from ..syscalls.fd import FD
+
+    number = perf_fd if isinstance(perf_fd, int) else perf_fd.fileno()
+    own = FD(os.dup(number), "perf_event")
+    return attach_perf_fd(program, own, target=f"perf event fd {number}", cookie=cookie)

@@ -1,0 +1,80 @@
+"""kprobes and uprobes through their dynamic perf PMUs (``/sys/bus/event_source/devices``).
+
+A uprobe is ``binary`` + file offset (resolved from a symbol by :mod:`corepy.uprobe`);
+a kprobe is a kernel function + offset. Both become a perf event, then a BPF link.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import TYPE_CHECKING
+
+from ..errors import NotSupportedError
+from ..links import Link
+from .perf_event import attach_perf_fd
+
+if TYPE_CHECKING:
+    from ..programs import Program
+
+__all__ = ["attach_kprobe", "attach_uprobe", "probe_pmu"]
+
+PMU_DIR = "/sys/bus/event_source/devices"
+
+
+def probe_pmu(kind: str) -> tuple[int, int]:
+    """(PMU type, retprobe config bit) of the ``kprobe``/``uprobe`` PMU, or NotSupportedError
+    naming what is missing (checked: the PMU directory and tracefs ``<kind>_events``)."""
+    from ..syscalls import perf
+
+    try:
+        return perf.pmu_type(kind), perf.retprobe_bit(kind)
+    except (OSError, ValueError):
+        pass
+    legacy = _tracefs_file(f"{kind}_events")
+    detail = (f"no {kind} PMU in {PMU_DIR}" +
+              (f"; {legacy} exists but corepy does not use the legacy tracefs interface" if legacy and
+               os.path.exists(legacy) else f" and no {kind}_events in tracefs"))
+    config = "CONFIG_KPROBES/CONFIG_KPROBE_EVENTS" if kind == "kprobe" else "CONFIG_UPROBE_EVENTS"
+    raise NotSupportedError(f"{kind}s ({config})", detail)
+
+
+def _tracefs_file(name: str) -> str | None:
+    try:
+        from ..syscalls import tracefs
+
+        return os.path.join(tracefs.tracefs_root(), name)
+    except Exception:  # tracefs absent: the message says so
+        return None
+
+
+def _open_probe(kind: str, name: bytes, offset: int, retprobe: bool, pid: int) -> "object":
+    from ..syscalls import perf
+
+    pmu, bit = probe_pmu(kind)
+    buf = ctypes.create_string_buffer(name)  # alive across the syscall
+    attr = perf.probe_attr(pmu, ctypes.addressof(buf), offset, config=(1 << bit) if retprobe else 0)
+    # libbpf's convention: all processes -> (pid -1, cpu 0); one process -> (pid, any cpu)
+    return perf.perf_event_open(attr, pid=pid if pid >= 0 else -1, cpu=0 if pid < 0 else -1)
+
+
+def attach_kprobe(program: Program, function: str, offset: int = 0, *, retprobe: bool = False,
+                  cookie: int = 0) -> Link:
+    """Attach a kprobe program to kernel ``function+offset`` (``retprobe``: on return)."""
+    kind = "kretprobe" if retprobe else "kprobe"
+    pfd = _open_probe("kprobe", function.encode(), offset, retprobe, -1)
+    return attach_perf_fd(program, pfd, target=f"{kind} {function}+{offset:#x}", cookie=cookie)
+
+
+def attach_uprobe(program: Program, binary: str, function: str | None = None, offset: int = 0, *,
+                  pid: int = -1, retprobe: bool = False, cookie: int = 0) -> Link:
+    """Attach a uprobe program to ``function+offset`` in ``binary`` (a path, an executable on
+    PATH, or a library name like ``libc.so.6``); without ``function``, ``offset`` is a file
+    offset. ``pid`` >= 0 limits it to one process."""
+    from ..uprobe import UprobeTarget, file_offset
+
+    path, file_off = file_offset(UprobeTarget(binary, function, offset))
+    pfd = _open_probe("uprobe", os.fsencode(os.path.realpath(path)), file_off, retprobe, pid)
+    what = f"{function}+{offset:#x}" if function else f"{file_off:#x}"
+    return attach_perf_fd(program, pfd, target=f"{'uretprobe' if retprobe else 'uprobe'} {path}:{what}",
+                          cookie=cookie)

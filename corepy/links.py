@@ -1,0 +1,246 @@
+"""Links: a program attached somewhere. Closing a link detaches the program.
+
+:class:`Link` wraps a kernel ``bpf_link`` fd (pin, update, detach, info); attachments the
+kernel makes without a bpf_link (a perf event with ``PERF_EVENT_IOC_SET_BPF`` on old
+kernels, a socket filter) are :class:`Link` subclasses with the same ``close()``.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import NotSupportedError
+
+if TYPE_CHECKING:
+    from .programs import Program
+    from .syscalls.fd import FD
+
+__all__ = ["Link", "LinkInfo", "PerfEventAttachment", "SocketAttachment"]
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """``bpf_link_info``: common fields plus the type-specific part as a dict."""
+
+    id: int
+    type: Any
+    prog_id: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# LinkType name -> the member of bpf_link_info's union that describes it
+_INFO_MEMBER = {"RAW_TRACEPOINT": "raw_tracepoint", "TRACING": "tracing", "CGROUP": "cgroup", "ITER": "iter",
+                "NETNS": "netns", "XDP": "xdp", "STRUCT_OPS": "struct_ops", "NETFILTER": "netfilter",
+                "KPROBE_MULTI": "kprobe_multi", "UPROBE_MULTI": "uprobe_multi", "PERF_EVENT": "perf_event",
+                "TCX": "tcx", "NETKIT": "netkit", "SOCKMAP": "sockmap"}
+_PERF_MEMBER = {"UPROBE": "uprobe", "URETPROBE": "uprobe", "KPROBE": "kprobe", "KRETPROBE": "kprobe",
+                "TRACEPOINT": "tracepoint", "EVENT": "event"}
+
+
+def _fields(struct: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, *_ in struct._fields_:
+        if name.startswith("_"):
+            continue
+        out[name] = getattr(struct, name)
+    return out
+
+
+def link_info_from_raw(raw: Any) -> LinkInfo:
+    """A :class:`LinkInfo` from the kernel's ``bpf_link_info`` (pointer fields left as numbers)."""
+    from .syscalls.uapi import AttachType, LinkType, PerfEventType
+
+    try:
+        kind: Any = LinkType(raw.type)
+    except ValueError:
+        kind = raw.type
+    details: dict[str, Any] = {}
+    member = _INFO_MEMBER.get(getattr(kind, "name", ""))
+    if member:
+        part = getattr(raw, member)
+        details = _fields(part)
+        if member == "perf_event":
+            try:
+                perf_kind = PerfEventType(part.type)
+                details["type"] = perf_kind
+                details.update(_fields(getattr(part, _PERF_MEMBER[perf_kind.name])))
+            except (ValueError, KeyError):
+                pass
+        if "attach_type" in details:
+            try:
+                details["attach_type"] = AttachType(details["attach_type"])
+            except ValueError:
+                pass
+    return LinkInfo(id=raw.id, type=kind, prog_id=raw.prog_id, details=details)
+
+
+class Link:
+    """A kernel BPF link. ``close()`` drops this process's reference: the program is detached
+    unless the link is pinned. ``owned`` fds (e.g. the perf event under a perf link) close with it."""
+
+    def __init__(self, fd: FD | None, *, program: Program | None = None, target: str = "",
+                 owned: tuple[FD, ...] = ()):
+        self._fd = fd
+        self.program = program
+        self.target = target
+        self._owned = list(owned)
+
+    # --- lifetime ---------------------------------------------------------
+    @property
+    def fd(self) -> int:
+        """The link's fd (ValueError once closed)."""
+        if self._fd is None:
+            raise ValueError(f"link to {self.target!r} is closed")
+        return self._fd.fileno()
+
+    def fileno(self) -> int:
+        return self.fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None and not self._owned
+
+    def close(self) -> None:
+        """Detach (unless pinned) and release every fd; idempotent."""
+        fd, self._fd = self._fd, None
+        owned, self._owned = self._owned, []
+        if fd is not None:
+            fd.close()
+        for o in owned:
+            o.close()
+
+    def __enter__(self) -> Link:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        prog = self.program.name if self.program is not None else "?"
+        return f"<{type(self).__name__} {prog!r} -> {self.target} {'closed' if self.closed else 'open'}>"
+
+    # --- kernel link operations -------------------------------------------
+    def detach(self) -> None:
+        """BPF_LINK_DETACH: detach now, even if pinned or shared; the fd stays valid (defunct)."""
+        from .syscalls.links import link_detach
+
+        link_detach(self.fd)
+
+    def update(self, program: Program, *, expected: Program | None = None) -> None:
+        """BPF_LINK_UPDATE: swap in ``program`` (atomically; ``expected`` = the program
+        that must currently be attached)."""
+        from .syscalls.links import link_update
+
+        link_update(self.fd, program.fd, old_prog_fd=expected.fd if expected is not None else None)
+        self.program = program
+
+    def pin(self, path: str) -> None:
+        """Pin the link on bpffs: it then outlives this process."""
+        from .syscalls.objects import obj_pin
+
+        obj_pin(self.fd, path)
+
+    def info(self) -> LinkInfo:
+        """The kernel's ``bpf_link_info`` for this link."""
+        from .syscalls.objects import link_info
+
+        return link_info_from_raw(link_info(self.fd))
+
+    @classmethod
+    def from_pinned(cls, path: str) -> Link:
+        """Open a link pinned at ``path``."""
+        from .syscalls.objects import obj_get
+
+        return cls(obj_get(path), target=path)
+
+    @classmethod
+    def from_id(cls, link_id: int) -> Link:
+        """Open a link by kernel id."""
+        from .syscalls.objects import get_fd_by_id
+
+        return cls(get_fd_by_id("link", link_id), target=f"link id {link_id}")
+
+
+class PerfEventAttachment(Link):
+    """A program attached to a perf event with ``PERF_EVENT_IOC_SET_BPF`` (kernels without
+    perf bpf_links): closing the perf event detaches it. Cannot be pinned or updated."""
+
+    def __init__(self, perf_fd: FD, *, program: Program | None = None, target: str = ""):
+        super().__init__(None, program=program, target=target, owned=(perf_fd,))
+
+    @property
+    def fd(self) -> int:
+        if not self._owned:
+            raise ValueError(f"attachment to {self.target!r} is closed")
+        return self._owned[0].fileno()
+
+    def close(self) -> None:
+        if self._owned:
+            from .syscalls import perf
+
+            try:
+                perf.ioctl_disable(self._owned[0].fileno())
+            except OSError:
+                pass
+        super().close()
+
+    def detach(self) -> None:
+        self.close()
+
+    def update(self, program: Program, *, expected: Program | None = None) -> None:
+        raise NotSupportedError("BPF links for perf events", "this attachment uses PERF_EVENT_IOC_SET_BPF")
+
+    def pin(self, path: str) -> None:
+        raise NotSupportedError("BPF links for perf events", "an ioctl attachment cannot be pinned")
+
+    def info(self) -> LinkInfo:
+        raise NotSupportedError("BPF links for perf events", "an ioctl attachment has no link info")
+
+
+SO_ATTACH_BPF = 50
+SO_DETACH_BPF = 27  # == SO_DETACH_FILTER
+
+
+class SocketAttachment(Link):
+    """A socket filter set with ``SO_ATTACH_BPF``; ``close()``/``detach()`` remove it
+    (``SO_DETACH_BPF``) unless the socket is already closed."""
+
+    def __init__(self, sock: socket.socket, *, program: Program | None = None):
+        self._sock = sock
+        self._attached = True
+        super().__init__(None, program=program, target=f"socket fd {sock.fileno()}")
+
+    @property
+    def fd(self) -> int:
+        raise NotSupportedError("BPF links for socket filters", "SO_ATTACH_BPF makes no link fd")
+
+    @property
+    def closed(self) -> bool:
+        return not self._attached
+
+    def close(self) -> None:
+        if not self._attached:
+            return
+        self._attached = False
+        if self._sock.fileno() < 0:
+            return  # the socket is gone, and its filter with it
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_BPF, 0)
+        except OSError:
+            pass  # nothing attached any more
+
+    def detach(self) -> None:
+        self.close()
+
+    def update(self, program: Program, *, expected: Program | None = None) -> None:
+        """Replace the filter (a second SO_ATTACH_BPF replaces the first atomically)."""
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, program.fd)
+        self.program = program
+
+    def pin(self, path: str) -> None:
+        raise NotSupportedError("BPF links for socket filters", "SO_ATTACH_BPF cannot be pinned")
+
+    def info(self) -> LinkInfo:
+        raise NotSupportedError("BPF links for socket filters", "SO_ATTACH_BPF has no link info")

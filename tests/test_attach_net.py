@@ -1,0 +1,287 @@
+"""Network attach kinds on the real kernel: socket filters, XDP and tcx links on a veth pair
+inside a test-owned network namespace, cgroup_skb links on a test-owned cgroup."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from conftest import requires_root
+from test_programs import array_map, counter_program, open_fds, read_counter
+
+pytestmark = requires_root
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _load(insns, prog_type, name, **kw):
+    from corepy.programs import load_program
+
+    return load_program(insns, name=name, prog_type=prog_type, **kw)
+
+
+# --- socket filter ----------------------------------------------------------
+
+def _udp_pair():
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(2)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return rx, tx
+
+
+def test_socket_filter_counts_and_detaches():
+    from corepy.syscalls.uapi import ProgType
+
+    before = open_fds()
+    rx, tx = _udp_pair()
+    with rx, tx, array_map() as counts, array_map("counts2") as counts2:
+        keep_all = -1  # a socket filter returns how many bytes to keep
+        with _load(counter_program(counts.fileno(), retval=keep_all), ProgType.SOCKET_FILTER, "sockf") as prog, \
+                _load(counter_program(counts2.fileno(), retval=keep_all), ProgType.SOCKET_FILTER, "sockf2") as prog2:
+            link = prog.attach_socket(rx)
+            for i in range(5):
+                tx.sendto(b"ping%d" % i, rx.getsockname())
+                assert rx.recv(64) == b"ping%d" % i
+            assert read_counter(counts) == 5
+            link.update(prog2)  # SO_ATTACH_BPF again replaces the filter
+            tx.sendto(b"x", rx.getsockname())
+            assert rx.recv(64) == b"x"
+            assert (read_counter(counts), read_counter(counts2)) == (5, 1)
+            link.close()
+            assert link.closed
+            tx.sendto(b"y", rx.getsockname())
+            assert rx.recv(64) == b"y"
+            assert (read_counter(counts), read_counter(counts2)) == (5, 1)
+            link.close()  # idempotent
+    assert open_fds() == before
+
+
+def test_socket_filter_can_drop():
+    from corepy.syscalls.uapi import ProgType
+
+    rx, tx = _udp_pair()
+    with rx, tx, array_map() as counts:
+        with _load(counter_program(counts.fileno(), retval=0), ProgType.SOCKET_FILTER, "drop") as prog:
+            with prog.attach_socket(rx):
+                tx.sendto(b"dropped", rx.getsockname())
+                rx.settimeout(0.2)
+                with pytest.raises(socket.timeout):
+                    rx.recv(64)
+                assert read_counter(counts) == 1
+            rx.settimeout(2)
+            tx.sendto(b"kept", rx.getsockname())
+            assert rx.recv(64) == b"kept"
+
+
+# --- a veth pair in a private network namespace --------------------------------
+
+class NetNS:
+    """``ip netns`` namespace with veth pair a <-> b (10.201.0.1/24 on a, .2 on b), IPv6 off;
+    ``inside()`` switches the calling thread into it for a ``with`` block."""
+
+    def __init__(self):
+        self.name = f"corepy-{uuid.uuid4().hex[:10]}"
+        self.a, self.b = "cpa0", "cpb0"
+        self._ip("netns", "add", self.name)
+        try:
+            for cmd in (["link", "add", self.a, "type", "veth", "peer", "name", self.b],
+                        ["addr", "add", "10.201.0.1/24", "dev", self.a],
+                        ["addr", "add", "10.201.0.2/24", "dev", self.b],
+                        ["link", "set", self.a, "up"], ["link", "set", self.b, "up"], ["link", "set", "lo", "up"]):
+                self._ip("-n", self.name, *cmd)
+            self.exec("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            # 10.201.0.3 "lives" behind a: packets for it leave b and arrive at a
+            mac = json.loads(subprocess.run(["ip", "-j", "-n", self.name, "link", "show", self.a], check=True,
+                                            capture_output=True, text=True).stdout)[0]["address"]
+            self._ip("-n", self.name, "neigh", "add", "10.201.0.3", "lladdr", mac, "dev", self.b)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def exec(self, *cmd):
+        return subprocess.run(["ip", "netns", "exec", self.name, *cmd], check=True, capture_output=True, text=True)
+
+    def inside(self):
+        return _InNetns(f"/run/netns/{self.name}")
+
+    def send_udp(self, count: int, dest: str = "10.201.0.3"):
+        """``count`` UDP datagrams out of b towards a, from a socket made inside the netns."""
+        with self.inside():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.b.encode())
+            for i in range(count):
+                s.sendto(b"corepy%d" % i, (dest, 9999))
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _InNetns:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(self.path, os.O_RDONLY)
+        try:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(target)
+
+    def __exit__(self, *exc):
+        try:
+            if _libc.setns(self.orig, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+        finally:
+            os.close(self.orig)
+
+
+@pytest.fixture
+def netns():
+    if not os.path.exists("/usr/sbin/ip") and not os.path.exists("/sbin/ip"):
+        pytest.skip("iproute2 (ip) not installed")
+    with NetNS() as ns:
+        yield ns
+    assert not os.path.exists(f"/run/netns/{ns.name}")
+
+
+XDP_PASS = 2
+
+
+@pytest.mark.parametrize("mode", ["default", "generic"])
+def test_xdp_link_counts_packets_update_detach(netns, mode):
+    from corepy.attach.net import XDP_FLAGS_SKB_MODE
+    from corepy.syscalls.uapi import LinkType, ProgType
+
+    before = open_fds()
+    with array_map() as counts, array_map("counts2") as counts2, \
+            _load(counter_program(counts.fileno(), retval=XDP_PASS), ProgType.XDP, "xdp_count") as prog, \
+            _load(counter_program(counts2.fileno(), retval=XDP_PASS), ProgType.XDP, "xdp_count2") as prog2:
+        with netns.inside():
+            link = prog.attach_xdp(netns.a, flags=XDP_FLAGS_SKB_MODE if mode == "generic" else 0)
+            ifindex = socket.if_nametoindex(netns.a)
+        with link:
+            info = link.info()
+            assert info.type == LinkType.XDP and info.prog_id == prog.info().id
+            assert info.details["ifindex"] == ifindex
+            netns.send_udp(10)
+            assert read_counter(counts) >= 10
+            seen = read_counter(counts)
+            link.update(prog2)
+            assert link.info().prog_id == prog2.info().id
+            netns.send_udp(3)
+            assert read_counter(counts2) >= 3 and read_counter(counts) == seen
+            link.detach()  # the fd stays open, the program is off the interface
+            assert "xdp" not in netns.exec("ip", "link", "show", netns.a).stdout
+            after_detach = read_counter(counts2)
+            netns.send_udp(5)
+            assert read_counter(counts2) == after_detach
+            assert read_counter(counts) == seen
+        assert link.closed
+    assert open_fds() == before
+
+
+def test_tcx_ingress_and_egress(netns):
+    from corepy.syscalls import features
+    from corepy.syscalls.uapi import LinkType, ProgType
+
+    if not features.has_link_type(LinkType.TCX):
+        pytest.skip(f"tcx: {features.feature_reason('link_type', LinkType.TCX)}")
+    with array_map() as ingress_counts, array_map("egress") as egress_counts, \
+            _load(counter_program(ingress_counts.fileno(), retval=0), ProgType.SCHED_CLS, "tcx_in") as p_in, \
+            _load(counter_program(egress_counts.fileno(), retval=0), ProgType.SCHED_CLS, "tcx_out") as p_out:
+        with netns.inside():
+            l_in = p_in.attach_tcx(netns.a, "ingress")
+            l_out = p_out.attach_tcx(netns.b, "egress")
+        with l_in, l_out:
+            assert l_in.info().type == LinkType.TCX
+            netns.send_udp(4)
+            assert read_counter(ingress_counts) >= 4
+            assert read_counter(egress_counts) >= 4
+        in_seen, out_seen = read_counter(ingress_counts), read_counter(egress_counts)
+        netns.send_udp(4)
+        assert (read_counter(ingress_counts), read_counter(egress_counts)) == (in_seen, out_seen)
+
+
+# --- cgroup_skb ------------------------------------------------------------------
+
+def _cgroup2_root() -> str | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, mnt, fstype, *_ = line.split()
+            if fstype == "cgroup2":
+                return mnt
+    return None
+
+
+@pytest.fixture
+def test_cgroup():
+    root = _cgroup2_root()
+    if root is None:
+        pytest.skip("no cgroup2 hierarchy mounted (/proc/self/mounts)")
+    path = os.path.join(root, f"corepy-{uuid.uuid4().hex[:10]}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        os.rmdir(path)
+
+
+SENDER = """
+import os, socket, sys
+with open(sys.argv[1] + "/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[2])):
+    s.sendto(b"x", ("127.0.0.1", 9))
+"""
+
+
+def test_cgroup_skb_egress_link(test_cgroup):
+    from corepy.syscalls.uapi import AttachType, LinkType, ProgType
+
+    before = open_fds()
+    with array_map() as counts, _load(counter_program(counts.fileno(), retval=1), ProgType.CGROUP_SKB, "cg_egress",
+                                      expected_attach_type=AttachType.CGROUP_INET_EGRESS) as prog:
+        with prog.attach_cgroup(test_cgroup) as link:
+            info = link.info()
+            assert info.type == LinkType.CGROUP
+            assert info.details["attach_type"] == AttachType.CGROUP_INET_EGRESS
+            subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "7"], check=True)
+            assert read_counter(counts) == 7
+        subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "3"], check=True)
+        assert read_counter(counts) == 7
+    assert open_fds() == before
+
+
+def test_cgroup_attach_errors_are_named():
+    from corepy.errors import SyscallError
+    from corepy.syscalls.uapi import AttachType, ProgType
+
+    with array_map() as counts, _load(counter_program(counts.fileno(), retval=1), ProgType.CGROUP_SKB, "cg",
+                                      expected_attach_type=AttachType.CGROUP_INET_INGRESS) as prog:
+        with pytest.raises(SyscallError, match="corepy-no-such-cgroup"):
+            prog.attach_cgroup("/sys/fs/cgroup/corepy-no-such-cgroup")
+        with pytest.raises(SyscallError, match="corepy-no-such-if"):
+            prog.attach_xdp("corepy-no-such-if")
