@@ -7,11 +7,12 @@ kernels, a socket filter) are :class:`Link` subclasses with the same ``close()``
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotSupportedError
+from .errors import NotSupportedError, SyscallError
 
 if TYPE_CHECKING:
     from .programs import Program
@@ -46,6 +47,54 @@ def _fields(struct: Any) -> dict[str, Any]:
             continue
         out[name] = getattr(struct, name)
     return out
+
+
+# (union member, pointer field, length field) of names the kernel copies out on request
+_NAME_FIELDS = {"raw_tracepoint": ("tp_name", "tp_name_len"), "iter": ("target_name", "target_name_len")}
+_PERF_NAME_FIELDS = {"uprobe": ("file_name", "name_len"), "kprobe": ("func_name", "name_len"),
+                     "tracepoint": ("tp_name", "name_len")}
+
+
+def fetch_link_info(fd: int) -> LinkInfo:
+    """``bpf_link_info`` of link ``fd``, with its name (tracepoint, file, function) fetched."""
+    import ctypes
+
+    from .syscalls.objects import link_info, obj_get_info
+    from .syscalls.uapi import LinkType
+
+    raw = link_info(fd)
+    member = _INFO_MEMBER.get(getattr(_enum(LinkType, raw.type), "name", ""))
+    part, fields = None, None
+    if member in _NAME_FIELDS:
+        part, fields = getattr(raw, member), _NAME_FIELDS[member]
+    elif member == "perf_event":
+        sub = _PERF_MEMBER.get(getattr(_enum(_perf_type(), raw.perf_event.type), "name", ""))
+        if sub in _PERF_NAME_FIELDS:
+            part, fields = getattr(raw.perf_event, sub), _PERF_NAME_FIELDS[sub]
+    name = None
+    if part is not None and fields is not None and getattr(part, fields[1]):
+        buf = ctypes.create_string_buffer(getattr(part, fields[1]) + 1)
+        setattr(part, fields[0], ctypes.addressof(buf))
+        setattr(part, fields[1], len(buf))
+        obj_get_info(fd, raw)
+        name = buf.value.decode(errors="replace")
+    info = link_info_from_raw(raw)
+    if name is not None and fields is not None:
+        info.details[fields[0]] = name
+    return info
+
+
+def _perf_type() -> Any:
+    from .syscalls.uapi import PerfEventType
+
+    return PerfEventType
+
+
+def _enum(enum: Any, value: int) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        return value
 
 
 def link_info_from_raw(raw: Any) -> LinkInfo:
@@ -126,7 +175,13 @@ class Link:
         """BPF_LINK_DETACH: detach now, even if pinned or shared; the fd stays valid (defunct)."""
         from .syscalls.links import link_detach
 
-        link_detach(self.fd)
+        try:
+            link_detach(self.fd)
+        except SyscallError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            kind = getattr(self.info().type, "name", "this")
+            raise NotSupportedError(f"BPF_LINK_DETACH of {kind} links", "close the link instead") from None
 
     def update(self, program: Program, *, expected: Program | None = None) -> None:
         """BPF_LINK_UPDATE: swap in ``program`` (atomically; ``expected`` = the program
@@ -144,9 +199,7 @@ class Link:
 
     def info(self) -> LinkInfo:
         """The kernel's ``bpf_link_info`` for this link."""
-        from .syscalls.objects import link_info
-
-        return link_info_from_raw(link_info(self.fd))
+        return fetch_link_info(self.fd)
 
     @classmethod
     def from_pinned(cls, path: str) -> Link:

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import requires_root
 
-from corepy.asm.insn import (ADD, ALU64, ATOMIC, CALL_INSN, DW, EXIT_INSN, JEQ, JMP, JNE, K, LD_IMM64, MEM, MOV,
+from corepy.asm.insn import (ADD, ALU64, ATOMIC, CALL_INSN, DW, EXIT_INSN, JEQ, JMP, JNE, K, LD_IMM64, LDX, MEM, MOV,
                              PSEUDO_MAP_FD, RSH, ST, STX, W, X, Insn)
 from corepy.errors import VerifierError
 
@@ -42,9 +42,11 @@ def ld_map_fd(dst: int, fd: int) -> list[Insn]:
     return [Insn(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd), Insn(0)]
 
 
-def counter_program(map_fd: int, *, retval: int = 0, pid: int | None = None, ld_map: bool = True) -> list[Insn]:
-    """``if (pid && current tgid != pid) return retval; counts[0] += 1; return retval;`` on an
-    ARRAY map (u32 -> u64). ``ld_map=False`` leaves the ld_imm64 with imm 0 (for MapRef patching)."""
+def counter_program(map_fd: int, *, retval: int = 0, pid: int | None = None, ld_map: bool = True,
+                    ctx_u64: tuple[int, int] | None = None) -> list[Insn]:
+    """``if (ctx_u64 && *(u64 *)(ctx + off) != value) return retval; if (pid && current tgid != pid)
+    return retval; counts[0] += 1; return retval;`` on an ARRAY map (u32 -> u64).
+    ``ld_map=False`` leaves the ld_imm64 with imm 0 (for MapRef patching)."""
     body: list[Insn] = []
     body += ld_map_fd(1, map_fd if ld_map else 0)
     body += [Insn(ST | MEM | W, 10, 0, -4, 0), mov_reg(2, 10), Insn(ALU64 | ADD | K, 2, 0, 0, -4),
@@ -57,6 +59,9 @@ def counter_program(map_fd: int, *, retval: int = 0, pid: int | None = None, ld_
     if pid is not None:
         head = [Insn(CALL_INSN, imm=HELPER_GET_CURRENT_PID_TGID), Insn(ALU64 | RSH | K, 0, 0, 0, 32),
                 Insn(JMP | JNE | K, 0, 0, len(body), pid)]
+    if ctx_u64 is not None:
+        off, value = ctx_u64
+        head = [Insn(LDX | MEM | DW, 2, 1, off, 0), Insn(JMP | JNE | K, 2, 0, len(head) + len(body), value)] + head
     return head + body + tail
 
 
