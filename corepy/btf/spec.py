@@ -14,9 +14,12 @@ import gc
 import mmap
 import os
 import struct
+import sys
 from array import array
-from collections.abc import Iterator
-from itertools import accumulate, compress
+from collections.abc import Callable, Iterator
+import operator
+from collections import Counter
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from ..errors import BTFError, ObjectError
@@ -90,8 +93,11 @@ class _Codec:
         for kind, (fixed, per) in layouts.trailing.items():
             self.fixed[kind] = self.type_size + fixed
             self.per_vlen[kind] = per
+        self.words_by_info: dict[int, int] = {}
+        """btf_type.info word -> size in 4-byte words of the type and its records (filled as met)."""
 
 
+_U32 = array("I")
 _CODECS = {"little": _Codec(fmt.LITTLE), "big": _Codec(fmt.BIG)}
 
 
@@ -126,8 +132,7 @@ class BTF:
         self._str_cache: dict[int, str] = {}
         self._offsets, self._name_offs = self._scan()
         self._cache: list[Type | None] = [None] * len(self._offsets)
-        self._index: dict[bytes, int] | None = None
-        self._dups: dict[bytes, list[int]] = {}
+        self._index: _NameIndex | None = None
         self._ptr_size: int | None = None
 
     # --- construction -----------------------------------------------------
@@ -234,36 +239,57 @@ class BTF:
         elif self.base is None:
             raise self._err("empty string section", 16)
 
+    def _type_words(self) -> memoryview | array:
+        """The type section as u32 words in host order (zero-copy when the blob is host-endian)."""
+        section = self._buf[self._type_start : self._type_end]
+        if len(section) % 4:
+            raise self._err(f"type section length {len(section)} is not a multiple of 4", 12)
+        if self.byte_order == sys.byteorder and _U32.itemsize == 4:
+            return section.cast("I")
+        words = array(_U32.typecode)
+        words.frombytes(section)
+        if self.byte_order != sys.byteorder:
+            words.byteswap()
+        return words
+
     def _scan(self) -> tuple[array, array]:
-        """One pass over the type section: start offset and name offset of every type."""
-        codec, buf = self._codec, self._buf
-        unpack = codec.name_info.unpack_from
-        fixed, per_vlen = codec.fixed, codec.per_vlen
-        offsets = array("I")
-        name_offs = array("I")
-        add_offset, add_name = offsets.append, name_offs.append
-        off, end = self._type_start, self._type_end
-        last = end - codec.type_size
-        try:
-            while off <= last:
-                name_off, info = unpack(buf, off)
-                add_offset(off)
-                add_name(name_off)
-                kind = (info >> 24) & 0x1F
-                off += fixed[kind] + per_vlen[kind] * (info & 0xFFFF)  # type: ignore[operator]
-        except TypeError:  # fixed[kind] is None: not a known kind
-            kind = (info >> 24) & 0x1F
-            raise self._err(f"type [{self.start_id + len(offsets) - 1}] has unknown kind {kind}", off) from None
-        if off != end:
-            bad = offsets[-1] if off > end and offsets else off
-            what = "runs past" if off > end else "leaves a partial type before"
+        """One pass over the type section: the word index where each type starts, and its name offset."""
+        words = self._type_words()
+        sizes = self._codec.words_by_info
+        starts: list[int] = []
+        add = starts.append
+        i, n = 0, len(words)
+        while True:
+            try:
+                while i < n:
+                    add(i)
+                    i += sizes[words[i + 1]]
+                break
+            except KeyError as e:  # first type with this info word: learn its size
+                i += self._learn_size(e.args[0], len(starts), i)
+            except IndexError:  # the last btf_type is cut short
+                break
+        if i != n:
             raise self._err(
-                f"type [{self.start_id + len(offsets) - (1 if off > end else 0)}] {what} the end of the type section",
-                bad,
+                f"type [{self.start_id + len(starts) - 1}] runs past the end of the type section",
+                self._type_start + 4 * starts[-1],
             )
-        if self.start_id + len(offsets) > 0x7FFFFFFF:
+        if self.start_id + len(starts) > 0x7FFFFFFF:
             raise self._err("too many types", self._type_start)
-        return offsets, name_offs
+        name_offs = array(_U32.typecode, map(words.__getitem__, starts))
+        return array(_U32.typecode, starts), name_offs
+
+    def _learn_size(self, info: int, count: int, word: int) -> int:
+        """Size in words of a type whose btf_type.info is ``info`` (cached per info word)."""
+        codec = self._codec
+        kind = (info >> fmt.INFO_KIND_SHIFT) & fmt.INFO_KIND_MASK
+        fixed = codec.fixed[kind]
+        if fixed is None or kind == Kind.UNKN:
+            raise self._err(f"type [{self.start_id + count - 1}] has unknown kind {kind}", self._type_start + 4 * word)
+        size = (fixed + codec.per_vlen[kind] * (info & fmt.INFO_VLEN_MASK)) // 4  # type: ignore[operator]
+        if len(codec.words_by_info) < 1 << 16:
+            codec.words_by_info[info] = size
+        return size
 
     # --- strings ----------------------------------------------------------
     def string(self, offset: int) -> str:
@@ -318,7 +344,7 @@ class BTF:
             except (IndexError, TypeError):
                 raise self._err(f"type id {type_id!r} out of range (last id is {len(self) - 1})") from None
             if t is None:
-                t = self._cache[i] = self._decode_type(type_id, self._offsets[i])
+                t = self._cache[i] = self._decode_type(type_id, self._type_start + 4 * self._offsets[i])
             return t
         if self.base is not None:
             return self.base[type_id]
@@ -328,7 +354,7 @@ class BTF:
 
     def type_offset(self, type_id: int) -> int:
         """Byte offset of an own type's btf_type in the blob (for error messages and tools)."""
-        return self._offsets[type_id - self.start_id]
+        return self._type_start + 4 * self._offsets[type_id - self.start_id]
 
     def types(self) -> Iterator[Type]:
         """Every type of this blob (not the base's), in id order."""
@@ -441,56 +467,29 @@ class BTF:
             raise self._err(f"type [{type_id}] has unknown linkage {value}", offset) from None
 
     # --- names ------------------------------------------------------------
-    def _name_index(self) -> dict[bytes, int]:
-        """name -> last id with it; names held by several types are also in ``_dups``."""
-        if self._index is not None:
-            return self._index
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            self._index = self._build_index()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+    def _name_index(self) -> _NameIndex:
+        if self._index is None:
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                strtab = self._strtab if self.base is None else None
+                self._index = _NameIndex(self._name_offs, self._string_bytes, strtab)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
         return self._index
-
-    def _build_index(self) -> dict[bytes, int]:
-        base = self._str_base
-        name_offs = self._name_offs
-        if base == 0:
-            # every string of the table, keyed by its offset (all C-level loops)
-            parts = self._strtab.split(b"\0")
-            starts = accumulate(map((1).__add__, map(len, parts)), initial=0)
-            by_off = dict(zip(starts, parts))
-            names = list(map(by_off.get, name_offs))
-            if None in names:  # a name offset inside a string (legal, rare)
-                names = [n if n is not None else self._string_bytes(o) for n, o in zip(names, name_offs)]
-        else:
-            names = [self._string_bytes(o) for o in name_offs]
-        ids = range(self.start_id, self.start_id + len(names))
-        last = dict(zip(names, ids))
-        last.pop(b"", None)
-        if len(last) + names.count(b"") != len(names):
-            first = dict(zip(reversed(names), reversed(ids)))
-            shared = {name for name, _ in first.items() - last.items()}
-            dups: dict[bytes, list[int]] = {}
-            for name, type_id in compress(zip(names, ids), map(shared.__contains__, names)):
-                dups.setdefault(name, []).append(type_id)
-            self._dups = dups
-        return last
 
     def ids_by_name(self, name: str) -> list[int]:
         """Ids of all types (this blob and base) whose name is exactly ``name``, ascending."""
-        found = self.base.ids_by_name(name) if self.base is not None else []
         key = name.encode()
+        found = self.base.ids_by_name(name) if self.base is not None else []
         index = self._name_index()
-        dup = self._dups.get(key)
-        if dup is not None:
-            return found + dup
-        type_id = index.get(key)
-        if type_id is not None:
-            found.append(type_id)
-        return found
+        own: list[int] = []
+        for off in index.string_offsets(key):
+            own += index.positions(off)
+        if len(own) > 1:
+            own.sort()
+        return found + [self.start_id + i for i in own]
 
     def find(self, name: str, kind: Kind | None = None) -> list[Type]:
         """Types named ``name`` (optionally of ``kind``), ascending id."""
@@ -509,13 +508,15 @@ class BTF:
 
     def names(self) -> Iterator[str]:
         """Every distinct type name (own + base), for essential-name candidate search."""
-        own = self._name_index()
+        seen: set[str] = set()
         if self.base is not None:
-            for name in self.base.names():
-                if name.encode() not in own:
-                    yield name
-        for key in own:
-            yield key.decode()
+            seen.update(self.base.names())
+            yield from seen
+        for off in self._name_index().named_offsets():
+            name = self.string(off)
+            if name and name not in seen:
+                seen.add(name)
+                yield name
 
     # --- helpers every layer needs ----------------------------------------
     def skip_mods(self, type_id: int) -> Type:
@@ -628,6 +629,66 @@ class BTF:
     def type_bytes(self) -> memoryview:
         """This blob's type section, raw."""
         return self._buf[self._type_start : self._type_end]
+
+
+class _NameIndex:
+    """Which types carry which name, built with C-level passes only.
+
+    ``string_offsets`` maps a name to the offsets its types use; ``positions`` maps a
+    name offset to the positions (id - start_id) of the types using it.
+    """
+
+    def __init__(self, name_offs: array, string_bytes: Callable[[int], bytes], strtab: bytes | None):
+        self._name_offs = name_offs
+        self._last: dict[int, int] = dict(zip(name_offs, range(len(name_offs))))
+        self._counts = Counter(name_offs)
+        self._shared: dict[int, list[int]] = {}
+        offs = list(self._last)
+        names: list[bytes] | None = None
+        if strtab is not None:  # no base: every offset is into strtab, slice them all at C speed
+            try:
+                names = list(map(strtab.__getitem__, map(slice, offs, map(strtab.index, repeat(0), offs))))
+            except ValueError:  # an offset past the last NUL: fall back to the checked path
+                names = None
+        if names is None:
+            names = []
+            for off in offs:
+                try:
+                    names.append(string_bytes(off))
+                except BTFError:
+                    names.append(b"")  # reported when the type is decoded
+        self._names: dict[bytes, int] = dict(zip(names, offs))
+        self._more_names: dict[bytes, list[int]] = {}
+        if len(self._names) != len(names):  # one name stored at several offsets
+            for name, off in zip(names, offs):
+                self._more_names.setdefault(name, []).append(off)
+
+    def string_offsets(self, key: bytes) -> list[int]:
+        """The name offsets whose string is ``key``."""
+        more = self._more_names.get(key)
+        if more is not None:
+            return more
+        off = self._names.get(key)
+        return [] if off is None else [off]
+
+    def positions(self, name_off: int) -> list[int]:
+        last = self._last.get(name_off)
+        if last is None:
+            return []
+        if self._counts[name_off] == 1:
+            return [last]
+        shared = self._shared.get(name_off)
+        if shared is None:
+            shared, i, find = [], -1, self._name_offs.index
+            while i != last:
+                i = find(name_off, i + 1)
+                shared.append(i)
+            self._shared[name_off] = shared
+        return list(shared)
+
+    def named_offsets(self) -> Iterator[int]:
+        """Distinct non-zero name offsets, in order of first use."""
+        return (off for off in self._last if off)
 
 
 def _map_or_read(f) -> bytes | memoryview:
