@@ -20,8 +20,9 @@ SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
 PROG_LOAD_ATTEMPTS = 5  # libbpf retries BPF_PROG_LOAD on EAGAIN this many times
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
+_syscall = _libc.syscall  # long syscall(long number, ...): the first 3 arguments typed for bpf()
 _syscall.restype = ctypes.c_long
+_syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long]
 
 
 def syscall_number(name: str) -> int:
@@ -34,9 +35,10 @@ def syscall_number(name: str) -> int:
 
 
 def raw_syscall(number: int, *args: int) -> tuple[int, int]:
-    """``syscall(number, *args)``: returns ``(result, errno)``; errno is 0 on success."""
+    """``syscall(number, *args)`` (integer arguments): ``(result, errno)``; errno is 0 on success."""
     ctypes.set_errno(0)
-    result = _syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args))
+    padded = list(args[:3]) + [0] * (3 - len(args)) + [ctypes.c_long(a) for a in args[3:]]
+    result = _syscall(number, *padded)
     return result, (ctypes.get_errno() if result < 0 else 0)
 
 
