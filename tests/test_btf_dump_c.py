@@ -254,3 +254,15 @@ def test_cli_c_format_is_the_header(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("#ifndef __VMLINUX_H__\n") and run.stdout.endswith("#endif /* __VMLINUX_H__ */\n")
     assert run.stdout == dump_c(BTF.from_file(str(KERNEL_BTF)))
+
+
+def test_absurd_nesting_is_a_btf_error() -> None:
+    """A chain of 5000 nested structs (valid BTF, hostile input) fails cleanly."""
+    from corepy.errors import BTFError
+
+    int_t = Int(1, "int", 4, IntEncoding.SIGNED, 0, 32)
+    # s2 holds s3 which holds s4 ... which holds the int: ordering s2 walks the whole chain
+    chain: list[Type] = [Struct(i, f"s{i}", 4, (Member("m", i + 1 if i < 5001 else 1, 0),)) for i in range(2, 5002)]
+    chain.insert(0, int_t)
+    with pytest.raises(BTFError, match="nests too deeply"):
+        dump_c(_ListBTF(chain))

@@ -104,9 +104,13 @@ class CDumper:
             raise BTFError(f"type id {type_id} out of range (0..{len(self.types) - 1})",
                            source=getattr(self.btf, "source", None))
         self._queue = []
-        self._order(type_id, False)
-        for qid in self._queue:
-            self._emit_type(qid, 0)
+        try:
+            self._order(type_id, False)
+            for qid in self._queue:
+                self._emit_type(qid, 0)
+        except RecursionError:
+            raise BTFError(f"type [{type_id}] nests too deeply to write as C",
+                           source=getattr(self.btf, "source", None)) from None
 
     def type_decl(self, type_id: int, name: str = "", lvl: int = 0) -> str:
         """C declaration of ``name`` with type ``type_id`` (``int (*name)(void)``...)."""
