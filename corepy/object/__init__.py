@@ -1,0 +1,35 @@
+"""The ELF object layer: parse a clang-built ``.bpf.o`` into editable specs and link programs. Pure.
+
+``ObjectSpec.from_file(path)`` gives programs, maps, global variables and externs;
+:func:`relocate_core`, :func:`resolve_externs` and :func:`link` turn a program into
+instructions ready for BPF_PROG_LOAD (the loader patches in map fds).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ObjectSpec": "spec", "ProgramSpec": "spec", "MapSpec": "spec", "VariableSpec": "spec",
+    "ExternSpec": "spec", "ExternKind": "spec", "KconfigType": "spec", "Function": "spec",
+    "Reloc": "spec", "RelocKind": "spec",
+    "parse_section": "sections", "Section": "sections", "SectionDef": "sections", "SecFlag": "sections",
+    "internal_map_name": "parse",
+    "link": "link", "LinkedProgram": "link", "MapRef": "link",
+    "relocate_core": "core", "CoreRecord": "core",
+    "resolve_externs": "externs", "ResolvedExterns": "externs", "ExternValue": "externs",
+    "parse_kconfig": "kconfig", "read_kconfig": "kconfig",
+    "parse_kallsyms": "kallsyms", "read_kallsyms": "kallsyms",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'corepy.object' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
