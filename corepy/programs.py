@@ -10,6 +10,8 @@ source line and, for CO-RE-poisoned instructions, the relocation that did it.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .asm.insn import LD_IMM64, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, Insn, decode
-from .errors import NotSupportedError, ObjectError, VerifierError
+from .errors import BPFPermissionError, NotSupportedError, ObjectError, VerifierError
 
 if TYPE_CHECKING:
     from .links import Link
@@ -311,6 +313,9 @@ def _ref_is_value(ref: Any) -> bool:
     return str(name).lower() in ("value", "map_value", "pseudo_map_value", "data") or kind == PSEUDO_MAP_VALUE
 
 
+_TRAMPOLINE_KINDS = ("fentry", "fexit", "fmod_ret", "lsm", "freplace")
+
+
 def load_program(
     linked: Any,
     *,
@@ -369,6 +374,15 @@ def load_program(
         )
     except VerifierError as err:
         raise explain_verifier_error(err, name, insns, line_info, core_records) from None
+    except BPFPermissionError as err:
+        if err.errno == errno.EPERM and kind in _TRAMPOLINE_KINDS and os.geteuid() == 0:
+            raise BPFPermissionError(
+                "BPF_PROG_LOAD", errno.EPERM,
+                f"program {name!r} ({kind}/{attach_to or '?'}) refused although this process is root, "
+                "with no verifier log",
+                hint=f"this kernel refuses {kind} programs: BPF trampolines (fentry/fexit/fmod_ret/lsm) "
+                "may be disabled or restricted by its configuration or a security policy") from None
+        raise
     return Program(fd, name=name, prog_type=prog_type, expected_attach_type=expected_attach_type,
                    section=section, attach_to=attach_to)
 
