@@ -232,6 +232,7 @@ class _ListBTF:
     """The minimum of the BTF container the dumper reads, over a list of types."""
 
     source = "<hand-built>"
+    pointer_size = 8
 
     def __init__(self, types: list[Type]) -> None:
         from corepy.btf.types import VOID

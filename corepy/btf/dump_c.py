@@ -44,11 +44,6 @@ FOOTER = """\
 _NOT, _DOING, _DONE = 0, 1, 2
 _MODS = (Volatile, Const, Restrict, TypeTag)
 _COMPOSITE = (Struct, Union)
-_LONG_NAMES = frozenset({
-    "long", "long int", "int long", "unsigned long", "long unsigned", "unsigned long int",
-    "unsigned int long", "long unsigned int", "long int unsigned", "int unsigned long",
-    "int long unsigned",
-})
 # GCC's internal Arm SIMD types, aliased to standard types (libbpf missing_base_types)
 _MISSING_BASE_TYPES = {
     "__Poly8_t": "unsigned char", "__Poly16_t": "unsigned short",
@@ -65,14 +60,6 @@ def _roundup(x: int, y: int) -> int:
     return -(-x // y) * y
 
 
-def pointer_size(types: list[Type]) -> int:
-    """Pointer size of the BTF's target, from its ``long`` (libbpf determine_ptr_size); 8 if unknown."""
-    for t in types:
-        if isinstance(t, Int) and t.size in (4, 8) and t.name in _LONG_NAMES:
-            return t.size
-    return 8
-
-
 class CDumper:
     """Writes C declarations of BTF types; each type at most once across calls."""
 
@@ -80,7 +67,7 @@ class CDumper:
         self.btf = btf
         self.types: list[Type] = [btf[i] for i in range(len(btf))]
         n = len(self.types)
-        self.ptr_sz = pointer_size(self.types)
+        self.ptr_sz: int = btf.pointer_size
         self.order_state = bytearray(n)
         self.emit_state = bytearray(n)
         self.fwd_emitted = bytearray(n)
@@ -126,8 +113,11 @@ class CDumper:
         self.out.clear()
         return text
 
-    # --- layout helpers (libbpf btf__align_of / btf__resolve_size, memoized) ---
+    # --- layout helpers ---------------------------------------------------------
+    # libbpf's btf_dump tolerates sizeless/alignless types (0 / -1) where BTF.alignment and
+    # BTF.resolve_size raise, and the dump asks for the same types thousands of times: memoized.
     def align_of(self, type_id: int) -> int:
+        """libbpf btf__align_of: 1 for packed structs, 0 if the type has no alignment."""
         cached = self._align.get(type_id)
         if cached is not None:
             return cached
