@@ -188,7 +188,15 @@ class Link:
         that must currently be attached)."""
         from .syscalls.links import link_update
 
-        link_update(self.fd, program.fd, old_prog_fd=expected.fd if expected is not None else None)
+        try:
+            link_update(self.fd, program.fd, old_prog_fd=expected.fd if expected is not None else None)
+        except SyscallError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            kind = getattr(self.info().type, "name", "this")
+            raise NotSupportedError(f"BPF_LINK_UPDATE of {kind} links",
+                                    f"{e.strerror}; (or {program.name!r} is not of the attached program's "
+                                    "type/attach type)") from None
         self.program = program
 
     def pin(self, path: str) -> None:

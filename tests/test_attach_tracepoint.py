@@ -93,7 +93,8 @@ def test_raw_tracepoint_unknown_name_is_named():
             prog.attach_raw_tracepoint("corepy_no_such_tracepoint")
 
 
-def test_tracepoint_perf_link_counts_update_detach():
+def test_tracepoint_perf_link_counts_and_closes():
+    from corepy.errors import NotSupportedError
     from corepy.syscalls.uapi import LinkType, PerfEventType, ProgType
 
     before = open_fds()
@@ -106,12 +107,13 @@ def test_tracepoint_perf_link_counts_update_detach():
             info = link.info()
             assert info.type == LinkType.PERF_EVENT and info.prog_id == prog.info().id
             assert info.details["type"] == PerfEventType.TRACEPOINT
-            link.update(prog2)
-            _getppid(2)
-            assert (read_counter(counts), read_counter(counts2)) == (5, 2)
-            link.detach()
-            _getppid(2)
-            assert (read_counter(counts), read_counter(counts2)) == (5, 2)
+            assert info.details["tp_name"] == "sys_enter_getppid"
+            with pytest.raises(NotSupportedError, match="BPF_LINK_UPDATE of PERF_EVENT links"):
+                link.update(prog2)  # perf links can neither swap programs nor be detached early
+            with pytest.raises(NotSupportedError, match="BPF_LINK_DETACH of PERF_EVENT links"):
+                link.detach()
+        _getppid(2)
+        assert (read_counter(counts), read_counter(counts2)) == (5, 0)
     assert open_fds() == before
 
 

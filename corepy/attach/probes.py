@@ -29,7 +29,7 @@ def probe_pmu(kind: str) -> tuple[int, int]:
 
     try:
         return perf.pmu_type(kind), perf.retprobe_bit(kind)
-    except (OSError, ValueError):
+    except NotSupportedError:
         pass
     legacy = _tracefs_file(f"{kind}_events")
     detail = (f"no {kind} PMU in {PMU_DIR}" +
