@@ -14,7 +14,7 @@ from corepy.errors import ObjectError
 from corepy.uprobe import (UprobeTarget, file_offset, ld_so_cache, parse_uprobe_spec, resolve_binary,
                            resolve_library, symbol_offset)
 
-from conftest import FIXTURES
+from conftest import FIXTURES, requires_root
 
 TARGET = FIXTURES / "uprobe_target"
 LIBC = "libc.so.6"
@@ -96,3 +96,119 @@ def test_parse_uprobe_spec():
         parse_uprobe_spec("no-colon")
     path, off = file_offset(UprobeTarget(str(TARGET), "corepy_target_add", 4))
     assert off == symbol_offset(str(TARGET), "corepy_target_add") + 4
+
+
+# --- live uprobes and kprobes (root) ---------------------------------------------
+
+def _kprobe_type_counter(map_fd, name, **kw):
+    from corepy.programs import load_program
+    from corepy.syscalls.uapi import ProgType
+    from test_programs import counter_program
+
+    return load_program(counter_program(map_fd, **kw), name=name, prog_type=ProgType.KPROBE)
+
+
+def _skip_without_uprobe_pmu():
+    from corepy.attach.probes import probe_pmu
+    from corepy.errors import NotSupportedError
+
+    try:
+        probe_pmu("uprobe")
+    except NotSupportedError as e:
+        pytest.skip(f"probed: {e}")
+
+
+def _run_target(n: int) -> int:
+    out = subprocess.run([str(TARGET), str(n)], check=True, capture_output=True, text=True).stdout
+    return int(out)
+
+
+@requires_root
+@pytest.mark.parametrize("retprobe", [False, True])
+def test_uprobe_counts_calls(retprobe):
+    from corepy.syscalls.uapi import LinkType, PerfEventType
+    from test_programs import array_map, open_fds, read_counter
+
+    _skip_without_uprobe_pmu()
+    before = open_fds()
+    with array_map() as counts, _kprobe_type_counter(counts.fileno(), "uprobe_count") as prog:
+        with prog.attach_uprobe(str(TARGET), "corepy_target_add", retprobe=retprobe) as link:
+            assert _run_target(5) == sum(3 * i for i in range(5))
+            assert read_counter(counts) == 5
+            info = link.info()
+            assert info.type == LinkType.PERF_EVENT
+            assert info.details["type"] == (PerfEventType.URETPROBE if retprobe else PerfEventType.UPROBE)
+            assert info.details["file_name"] == os.path.realpath(TARGET)
+            assert info.details["offset"] == symbol_offset(str(TARGET), "corepy_target_add")
+        _run_target(3)
+        assert read_counter(counts) == 5
+    assert open_fds() == before
+
+
+@requires_root
+def test_uprobe_pid_filter():
+    from test_programs import array_map, read_counter
+
+    _skip_without_uprobe_pmu()
+    with array_map() as counts, _kprobe_type_counter(counts.fileno(), "uprobe_pid") as prog:
+        with prog.attach_uprobe(str(TARGET), "corepy_target_add", pid=os.getpid()):
+            _run_target(4)  # another process: filtered out
+            assert read_counter(counts) == 0
+        waiting = subprocess.Popen(["sh", "-c", f"read go; exec {TARGET} 6"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL)
+        try:
+            with prog.attach_uprobe(str(TARGET), "corepy_target_add", pid=waiting.pid):
+                waiting.communicate(b"go\n", timeout=10)
+                assert read_counter(counts) == 6
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+
+
+@requires_root
+def test_uprobe_in_libc_by_bare_name_and_auto_attach():
+    from corepy.programs import load_program
+    from corepy.syscalls.uapi import ProgType
+    from test_programs import array_map, counter_program, read_counter
+
+    _skip_without_uprobe_pmu()
+    with array_map() as counts:
+        with load_program(counter_program(counts.fileno(), pid=os.getpid()), name="libc_getppid",
+                          prog_type=ProgType.KPROBE, section="uprobe/libc.so.6:getppid") as prog:
+            with prog.attach():
+                for _ in range(4):
+                    os.getppid()
+            os.getppid()
+            assert read_counter(counts) == 4
+
+
+@requires_root
+def test_kprobe_program_loads_and_attach_is_probed():
+    from corepy.attach.probes import probe_pmu
+    from corepy.errors import NotSupportedError
+    from test_programs import array_map, read_counter
+
+    with array_map() as counts, _kprobe_type_counter(counts.fileno(), "kprobe_count", pid=os.getpid()) as prog:
+        assert prog.info().name == "kprobe_count"  # kprobe programs load even without CONFIG_KPROBES
+        try:
+            probe_pmu("kprobe")
+        except NotSupportedError as probed:
+            with pytest.raises(NotSupportedError, match="kprobe") as exc:
+                prog.attach_kprobe("vfs_getattr")
+            assert str(exc.value) == str(probed)
+            pytest.skip(f"kprobe attach: {probed}")
+        with prog.attach_kprobe("vfs_getattr"):
+            os.stat("/")
+        assert read_counter(counts) >= 1
+
+
+def test_usdt_sections_are_refused_clearly():
+    from corepy.attach import auto_attach
+    from corepy.errors import NotSupportedError
+
+    class Prog:
+        name, section, attach_to = "u", "usdt/libc.so.6:libc:setjmp", None
+
+    with pytest.raises(NotSupportedError, match="usdt"):
+        auto_attach(Prog())
