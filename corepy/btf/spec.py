@@ -405,7 +405,7 @@ class BTF:
             if kind == Kind.FUNC:
                 return Func(type_id, name, size, self._linkage(type_id, vlen, off), name_off)
             if kind == Kind.TYPE_TAG:
-                return TypeTag(type_id, name, size, name_off)
+                return TypeTag(type_id, name, size, name_off, kind_flag=kflag)
             cls = {Kind.VOLATILE: Volatile, Kind.CONST: Const, Kind.RESTRICT: Restrict}[Kind(kind)]
             return cls(type_id, size, name, name_off)
         if kind == Kind.ARRAY:
@@ -457,7 +457,7 @@ class BTF:
         if kind == Kind.DECL_TAG:
             ref(type_id, "target", size, off)
             (component_idx,) = c.decl_tag.unpack_from(buf, p)
-            return DeclTag(type_id, name, size, component_idx, name_off)
+            return DeclTag(type_id, name, size, component_idx, name_off, kind_flag=kflag)
         raise self._err(f"type [{type_id}] has unknown kind {kind}", off)  # the scan rejects these already
 
     def _linkage(self, type_id: int, value: int, offset: int) -> Linkage:

@@ -297,6 +297,8 @@ class DeclTag:
     component_idx: int = -1
     name_off: int = -1
     kind: Kind = field(default=Kind.DECL_TAG, init=False)
+    kind_flag: bool = False
+    """Set: the tag is a C attribute (``__attribute__((...))``), not a btf_decl_tag string."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +308,8 @@ class TypeTag:
     type_id: int
     name_off: int = -1
     kind: Kind = field(default=Kind.TYPE_TAG, init=False)
+    kind_flag: bool = False
+    """Set: the tag is a C type attribute (e.g. ``address_space(1)``), not a btf_type_tag string."""
 
 
 Type = typing.Union[
