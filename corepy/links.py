@@ -114,7 +114,9 @@ def link_info_from_raw(raw: Any) -> LinkInfo:
             try:
                 perf_kind = PerfEventType(part.type)
                 details["type"] = perf_kind
-                details.update(_fields(getattr(part, _PERF_MEMBER[perf_kind.name])))
+                sub = _PERF_MEMBER[perf_kind.name]
+                for key, value in _fields(getattr(part, sub)).items():
+                    details[f"{sub}_{key}" if key in details else key] = value
             except (ValueError, KeyError):
                 pass
         if "attach_type" in details:
