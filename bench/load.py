@@ -1,0 +1,167 @@
+"""Whole-process time to open, load and attach fixtures/bootstrap.bpf.o, side by side:
+
+- corepy (``corepy.open(path).load(); obj.attach()``) in a fresh interpreter,
+- a Python script doing the same through Debian's libbpf1 via ctypes,
+- ``bpftool prog loadall`` (loads and pins; bpftool 7.1 cannot auto-attach) into a temp bpffs dir,
+- bcc compiling equivalent C (only where python3-bpfcc and kernel headers are installed).
+
+Each is a fresh process, run several times; the median counts. Also prints which imports
+cost corepy the most (``python -X importtime``). Needs root. The last line holds the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OBJ = ROOT / "fixtures" / "bootstrap.bpf.o"
+PY = sys.executable
+RUNS = int(os.environ.get("BENCH_RUNS", "7"))
+
+COREPY = f"""
+import corepy
+with corepy.open({str(OBJ)!r}) as obj:
+    obj.load()
+    obj.attach()
+"""
+
+LIBBPF_CTYPES = f"""
+import ctypes
+lib = ctypes.CDLL("libbpf.so.1")
+lib.bpf_object__open_file.restype = ctypes.c_void_p
+lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+lib.bpf_object__load.argtypes = [ctypes.c_void_p]
+lib.bpf_object__next_program.restype = ctypes.c_void_p
+lib.bpf_object__next_program.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+lib.bpf_program__attach.restype = ctypes.c_void_p
+lib.bpf_program__attach.argtypes = [ctypes.c_void_p]
+lib.bpf_link__destroy.argtypes = [ctypes.c_void_p]
+lib.bpf_object__close.argtypes = [ctypes.c_void_p]
+obj = lib.bpf_object__open_file({str(OBJ).encode()!r}, None)
+assert obj, "open failed"
+assert lib.bpf_object__load(obj) == 0, "load failed"
+links, prog = [], None
+while True:
+    prog = lib.bpf_object__next_program(obj, prog)
+    if not prog:
+        break
+    link = lib.bpf_program__attach(prog)
+    assert link and ctypes.c_long(link).value > 0, "attach failed"
+    links.append(link)
+for link in links:
+    lib.bpf_link__destroy(link)
+lib.bpf_object__close(obj)
+"""
+
+BCC = r"""
+from bcc import BPF
+b = BPF(text='''
+#include <linux/sched.h>
+BPF_HASH(exec_start, u32, u64, 8192);
+BPF_RINGBUF_OUTPUT(rb, 64);
+struct event { int pid; int ppid; unsigned exit_code; unsigned long long duration_ns; char comm[16]; };
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 pid = bpf_get_current_pid_tgid() >> 32; u64 ts = bpf_ktime_get_ns();
+    exec_start.update(&pid, &ts); return 0;
+}
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u32 pid = bpf_get_current_pid_tgid() >> 32; u64 *start = exec_start.lookup(&pid);
+    struct event *e = rb.ringbuf_reserve(sizeof(struct event));
+    if (!e) return 0;
+    e->pid = pid; e->duration_ns = start ? bpf_ktime_get_ns() - *start : 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    rb.ringbuf_submit(e, 0); exec_start.delete(&pid); return 0;
+}
+''')
+"""
+
+
+def timed(cmd: list[str], runs: int = RUNS) -> float:
+    """Median wall time in ms of ``cmd`` as a fresh process (fails loudly if it fails)."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        times.append((time.perf_counter() - t0) * 1000)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(cmd[:3])}... failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return statistics.median(times)
+
+
+def bpftool_loadall() -> float:
+    if not os.path.ismount("/sys/fs/bpf"):
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+    times = []
+    for _ in range(RUNS):
+        pin_dir = f"/sys/fs/bpf/corepy-bench-{uuid.uuid4().hex[:8]}"
+        try:
+            t0 = time.perf_counter()
+            subprocess.run(["bpftool", "prog", "loadall", str(OBJ), pin_dir], check=True, capture_output=True)
+            times.append((time.perf_counter() - t0) * 1000)
+        finally:
+            if os.path.isdir(pin_dir):
+                for name in os.listdir(pin_dir):
+                    os.unlink(os.path.join(pin_dir, name))
+                os.rmdir(pin_dir)
+    return statistics.median(times)
+
+
+def bcc_missing() -> str | None:
+    """Why bcc cannot run here, or None."""
+    probe = subprocess.run(["python3", "-c", "import bcc"], capture_output=True)
+    if probe.returncode:
+        return "python3-bpfcc (bcc) is not installed"
+    release = os.uname().release
+    if not os.path.isdir(f"/lib/modules/{release}/build") and not os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return f"bcc needs kernel headers: no /lib/modules/{release}/build and no /sys/kernel/kheaders.tar.xz"
+    return None
+
+
+def import_costs(top: int = 6) -> list[tuple[str, float]]:
+    """corepy's heaviest imports (cumulative ms) during open+load+attach, from -X importtime."""
+    done = subprocess.run([PY, "-X", "importtime", "-c", COREPY], capture_output=True, text=True)
+    costs = []
+    for line in done.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|(\s*)(\S+)", line)
+        if m and len(m.group(2)) <= 2:  # top-level imports only
+            costs.append((m.group(3), int(m.group(1)) / 1000))
+    return sorted(costs, key=lambda c: -c[1])[:top]
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("bench/load.py needs root (it loads and attaches BPF programs)")
+    interp = timed([PY, "-c", "pass"])
+    print(f"python start-up (no imports): {interp:.1f} ms")
+    corepy_ms = timed([PY, "-c", COREPY])
+    print(f"corepy open+load+attach:       {corepy_ms:.1f} ms")
+    libbpf_ms = timed([PY, "-c", LIBBPF_CTYPES])
+    print(f"python + libbpf1 via ctypes:   {libbpf_ms:.1f} ms")
+    bpftool_ms = bpftool_loadall() if shutil.which("bpftool") else float("nan")
+    print(f"bpftool prog loadall (no attach): {bpftool_ms:.1f} ms")
+    why = bcc_missing()
+    if why:
+        bcc_ms = float("nan")
+        print(f"bcc: skipped: {why}")
+    else:
+        bcc_ms = timed(["python3", "-c", BCC], runs=3)
+        print(f"bcc compile+load+attach:       {bcc_ms:.1f} ms")
+    print("corepy's heaviest top-level imports (cumulative):")
+    for name, ms in import_costs():
+        print(f"  {name:30s} {ms:7.1f} ms")
+    ratio_bcc = f" ratio_bcc={bcc_ms / corepy_ms:.2f}" if bcc_ms == bcc_ms else ""
+    print(f"corepy_ms={corepy_ms:.1f} libbpf_py_ms={libbpf_ms:.1f} bpftool_ms={bpftool_ms:.1f} "
+          f"bcc_ms={bcc_ms:.1f} python_startup_ms={interp:.1f} ratio_libbpf={corepy_ms / libbpf_ms:.2f}{ratio_bcc}")
+
+
+if __name__ == "__main__":
+    main()
