@@ -215,9 +215,12 @@ class Program:
 
         return attach_xdp(self, interface, flags=flags)
 
-    def attach_tcx(self, interface: int | str, direction: str = "ingress") -> Link:
+    def attach_tcx(self, interface: int | str, direction: str | None = None) -> Link:
+        """tcx link; ``direction`` defaults to the program's (``tcx/egress`` -> egress), else ingress."""
         from .attach.net import attach_tcx
 
+        if direction is None:
+            direction = "egress" if getattr(self.expected_attach_type, "name", "") == "TCX_EGRESS" else "ingress"
         return attach_tcx(self, interface, direction)
 
     def attach_cgroup(self, cgroup: int | str, attach_type: Any = None) -> Link:
@@ -445,8 +448,10 @@ def _is_poisoned(record: Any) -> bool:
 
 def _describe_record(record: Any) -> str:
     res = getattr(record, "result", record)
-    where = f"{getattr(record, 'program', '?')} insn {getattr(record, 'insn', '?')}"
-    reason = getattr(res, "reason", None) or getattr(record, "reason", None) or "no candidate matched"
+    kind = getattr(getattr(res, "kind", None), "name", None)
+    where = f"{getattr(record, 'program', '?')} insn #{getattr(record, 'insn', '?')}"
+    if getattr(record, "index", None) is not None:
+        where += f" (relo #{record.index}{', ' + kind.lower() if kind else ''})"
+    reason = getattr(res, "reason", None) or "no matching candidate in the target BTF"
     spec = getattr(res, "local_spec", None)
-    return f"{where}: {spec if spec is not None else ''} -> {reason}".replace(":  ->", ": ->")
-
+    return f"{where}: {spec + ' ' if spec else ''}-> {reason}"
