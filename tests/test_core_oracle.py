@@ -23,7 +23,9 @@ from corepy.errors import RelocationError
 from oracle.elfprogs import program_insns
 
 ORACLE_SRC = Path(__file__).parent / "oracle" / "core_oracle.c"
-OBJECTS = sorted(p.name.removesuffix(".bpf.o") for p in FIXTURES.glob("*.bpf.o"))
+CORNER_CASES = Path(__file__).parent / "oracle" / "bpf"
+OBJECTS = sorted(p.name.removesuffix(".bpf.o") for p in FIXTURES.glob("*.bpf.o")) + sorted(
+    p.name.removesuffix(".bpf.c") for p in CORNER_CASES.glob("*.bpf.c"))
 TARGETS = ["running"] + OTHER_KERNELS
 
 
@@ -35,6 +37,20 @@ def oracle(tmp_path_factory) -> Path:
         pytest.skip("the libbpf oracle needs gcc and libbpf-dev (scripts/setup-system.sh installs them)")
     out = tmp_path_factory.mktemp("oracle") / "core_oracle"
     subprocess.run([gcc, "-O1", "-Wall", "-o", str(out), str(ORACLE_SRC), "-lbpf"], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def corner_objects(tmp_path_factory) -> Path:
+    """tests/oracle/bpf/*.bpf.c compiled with clang-19 into a session directory."""
+    clang = shutil.which("clang-19")
+    if clang is None or not Path("/usr/include/bpf/bpf_helpers.h").exists():
+        pytest.skip("corner-case objects need clang-19 and libbpf-dev headers (scripts/setup-system.sh)")
+    out = tmp_path_factory.mktemp("core_bpf")
+    for src in CORNER_CASES.glob("*.bpf.c"):
+        subprocess.run([clang, "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86",
+                        "-I/usr/include/x86_64-linux-gnu", "-I/usr/include/aarch64-linux-gnu", "-Wall",
+                        "-c", str(src), "-o", str(out / f"{src.name[:-2]}.o")], check=True)
     return out
 
 
@@ -97,8 +113,10 @@ def _insn_value(insns, idx: int, what: str) -> int:
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("name", OBJECTS)
-def test_same_relocations_as_libbpf(oracle, name, target, kernel_targets):
+def test_same_relocations_as_libbpf(oracle, name, target, kernel_targets, request):
     obj = FIXTURES / f"{name}.bpf.o"
+    if not obj.exists():
+        obj = request.getfixturevalue("corner_objects") / f"{name}.bpf.o"
     local = BTF.from_file(obj)
     if local.ext is None or not any(local.ext.core_relos.values()):
         pytest.skip(f"{name} has no CO-RE relocations")
