@@ -321,7 +321,7 @@ class CDumper:
             for p in t.params:
                 self._emit_type(p.type_id, cont_id)
 
-    def _is_packed(self, t: Struct) -> bool:
+    def _is_packed(self, t: Struct | Union) -> bool:
         max_align = 1
         for m in t.members:
             align = self.align_of(m.type_id)
@@ -373,7 +373,9 @@ class CDumper:
         w = self.out.append
         is_struct = isinstance(t, Struct)
         align = self.align_of(type_id)
-        packed = is_struct and self._is_packed(t)  # type: ignore[arg-type]
+        # libbpf checks structs only; a union whose size is no multiple of its members'
+        # alignment (e.g. a __packed union of a u64 and a u8[18]) needs the attribute too
+        packed = self._is_packed(t)
         kw = "struct" if is_struct else "union"
         w(f"{kw} {self._type_name(type_id)} {{" if t.name else f"{kw} {{")
         off = 0
