@@ -154,3 +154,40 @@ def test_tp_btf_attach_btf_id_and_count():
                 _getppid(6)
             _getppid(6)
             assert read_counter(counts) == 6
+
+
+def test_trace_pipe_reads_bpf_printk():
+    import random
+    import struct
+
+    from corepy.asm.insn import ADD, ALU64, CALL_INSN, DW, JMP, JNE, K, LD_IMM64, MEM, MOV, RSH, STX, X, Insn
+    from corepy.syscalls.uapi import ProgType
+    from corepy.tracing import TracePipe, parse_trace_line
+
+    marker = f"corepy{random.randrange(16 ** 8):08x}"
+    text = (marker + "\n").encode().ljust(24, b"\0")
+    lo, mid, hi = struct.unpack("<qqq", text)
+
+    def ld64(reg, value):
+        return [Insn(LD_IMM64, reg, 0, 0, value & 0xFFFFFFFF), Insn(0, 0, 0, 0, (value >> 32) & 0xFFFFFFFF)]
+
+    body = []
+    for off, value in ((-24, lo), (-16, mid), (-8, hi)):
+        body += ld64(1, value) + [Insn(STX | MEM | DW, 10, 1, off, 0)]
+    body += [Insn(ALU64 | MOV | X, 1, 10), Insn(ALU64 | ADD | K, 1, 0, 0, -24), Insn(ALU64 | MOV | K, 2, 0, 0, 24),
+             Insn(CALL_INSN, imm=6)]  # bpf_trace_printk(fmt, 24)
+    insns = [Insn(CALL_INSN, imm=14), Insn(ALU64 | RSH | K, 0, 0, 0, 32),
+             Insn(JMP | JNE | K, 0, 0, len(body), os.getpid())] + body + \
+            [Insn(ALU64 | MOV | K, 0, 0, 0, 0), Insn(0x95)]
+    with TracePipe() as pipe, _load(insns, ProgType.TRACEPOINT, "printk") as prog:
+        pipe.read(0.0)  # drop what was pending
+        with prog.attach_tracepoint("syscalls", "sys_enter_getppid"):
+            _getppid(3)
+        ours: list = []
+        deadline = time.monotonic() + 5
+        while len(ours) < 3 and time.monotonic() < deadline:
+            ours += [line for line in pipe.read(timeout=0.5) if marker in line.message]
+    assert len(ours) == 3
+    assert all(line.pid == os.getpid() and line.message.strip() == marker for line in ours)
+    sample = parse_trace_line("    python3-1234    [001] d..31  1234.567890: bpf_trace_printk: hello")
+    assert sample and (sample.task, sample.pid, sample.cpu, sample.message) == ("python3", 1234, 1, "hello")
