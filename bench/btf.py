@@ -1,0 +1,138 @@
+"""Benchmark: open + index the kernel's BTF with corepy vs libbpf's btf__parse, same run.
+
+Each corepy measurement runs in a fresh interpreter (cold: imports, caches and
+the decode cache are honest); libbpf's ``btf__parse`` is called through ctypes
+on Debian's libbpf1, also in a fresh process. Reported:
+
+- ``open_ms``: corepy ``BTF.from_file`` + the name index (first lookup), import excluded
+- ``whole_ms``: the same including ``import corepy.btf`` (interpreter start excluded)
+- ``libbpf_ms``: ``btf__parse`` of the same file; ``ratio`` = open_ms / libbpf_ms
+- ``lookup1000_ms``: 1,000 struct lookups by name with their members decoded (fresh BTF)
+- ``libbpf_lookup1000_ms``: the same names with ``btf__find_by_name_kind`` (a linear scan in libbpf)
+- ``rss_mb``: peak RSS (VmHWM) growth of the corepy process across the open + index, imports excluded
+
+Medians of ``--runs`` fresh processes. Usage: ``python bench/btf.py [--runs N] [PATH]``.
+The last line holds the headline figures as name=value pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+KERNEL_BTF = "/sys/kernel/btf/vmlinux"
+LOOKUPS = 1000
+
+_CHILD_COREPY = r"""
+import json, sys, time
+T = time.perf_counter
+path, names_file = sys.argv[1], sys.argv[2]
+def peak_kb():  # VmHWM: this process's peak RSS (ru_maxrss would include the forking parent's)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+t0 = T()
+from corepy.btf import BTF, Kind
+t1 = T()
+rss0 = peak_kb()
+btf = BTF.from_file(path)
+btf.ids_by_name("task_struct")
+t2 = T()
+rss1 = peak_kb()
+names = open(names_file).read().split()
+t3 = T()
+members = 0
+for name in names:
+    t = btf.find(name, Kind.STRUCT)[0]
+    members += len(t.members)
+t4 = T()
+print(json.dumps(dict(import_ms=(t1 - t0) * 1e3, open_ms=(t2 - t1) * 1e3, lookup_ms=(t4 - t3) * 1e3,
+                      rss_mb=(rss1 - rss0) / 1024, types=len(btf), members=members)))
+"""
+
+_CHILD_LIBBPF = r"""
+import ctypes, json, sys, time
+T = time.perf_counter
+path, names_file = sys.argv[1], sys.argv[2]
+lib = ctypes.CDLL("libbpf.so.1")
+lib.btf__parse.restype = ctypes.c_void_p
+lib.btf__parse.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+lib.btf__free.argtypes = [ctypes.c_void_p]
+lib.btf__find_by_name_kind.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]
+lib.btf__find_by_name_kind.restype = ctypes.c_int32
+lib.btf__type_cnt.argtypes = [ctypes.c_void_p]
+lib.btf__type_cnt.restype = ctypes.c_uint32
+t0 = T()
+btf = lib.btf__parse(path.encode(), None)
+t1 = T()
+if not btf:
+    raise SystemExit(f"btf__parse failed: errno {ctypes.get_errno()}")
+names = [n.encode() for n in open(names_file).read().split()]
+t2 = T()
+for name in names:
+    if lib.btf__find_by_name_kind(btf, name, 4) <= 0:
+        raise SystemExit(f"libbpf did not find {name!r}")
+t3 = T()
+types = lib.btf__type_cnt(btf)
+lib.btf__free(btf)
+print(json.dumps(dict(parse_ms=(t1 - t0) * 1e3, lookup_ms=(t3 - t2) * 1e3, types=types)))
+"""
+
+
+def child(code: str, path: str, names_file: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, path, names_file], check=True, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def struct_names(path: str, count: int) -> list[str]:
+    """``count`` distinct struct names spread evenly over the file (chosen in this process)."""
+    from corepy.btf import BTF, Kind
+
+    btf = BTF.from_file(path)
+    names = sorted({n for n in btf.names()})
+    structs = [n for n in names if any(t.kind == Kind.STRUCT for t in btf.find(n))]
+    step = max(1, len(structs) // count)
+    return structs[::step][:count]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", default=KERNEL_BTF)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    import tempfile
+
+    names = struct_names(args.path, LOOKUPS)
+    with tempfile.NamedTemporaryFile("w", suffix=".names") as f:
+        f.write("\n".join(names))
+        f.flush()
+        ours = [child(_CHILD_COREPY, args.path, f.name) for _ in range(args.runs)]
+        theirs = [child(_CHILD_LIBBPF, args.path, f.name) for _ in range(args.runs)]
+
+    def med(rows: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    open_ms = med(ours, "open_ms")
+    whole_ms = med(ours, "open_ms") + med(ours, "import_ms")
+    libbpf_ms = med(theirs, "parse_ms")
+    print(f"file: {args.path}: {ours[0]['types']} type ids (libbpf: {theirs[0]['types']}); "
+          f"{len(names)} struct lookups, {ours[0]['members']} members decoded; {args.runs} fresh processes each")
+    print(f"corepy open+index: median {open_ms:.1f} ms (min {min(r['open_ms'] for r in ours):.1f}), "
+          f"import {med(ours, 'import_ms'):.1f} ms, whole {whole_ms:.1f} ms, peak RSS growth {med(ours, 'rss_mb'):.1f} MB")
+    print(f"libbpf btf__parse: median {libbpf_ms:.1f} ms (min {min(r['parse_ms'] for r in theirs):.1f})")
+    print(f"lookups of {len(names)} structs: corepy {med(ours, 'lookup_ms'):.1f} ms, "
+          f"libbpf btf__find_by_name_kind {med(theirs, 'lookup_ms'):.1f} ms")
+    print(f"open_ms={open_ms:.1f} whole_ms={whole_ms:.1f} libbpf_ms={libbpf_ms:.1f} ratio={open_ms / libbpf_ms:.1f} "
+          f"whole_ratio={whole_ms / libbpf_ms:.1f} lookup1000_ms={med(ours, 'lookup_ms'):.1f} "
+          f"libbpf_lookup1000_ms={med(theirs, 'lookup_ms'):.1f} rss_mb={med(ours, 'rss_mb'):.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
