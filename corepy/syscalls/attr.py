@@ -311,9 +311,10 @@ class _IterLink(_Attr):
 
 
 class _LinkCreateExtra(ctypes.Union):
+    _anonymous_ = ("_iter",)
     _fields_ = [
         ("target_btf_id", u32),
-        ("iter", _IterLink),
+        ("_iter", _IterLink),
         ("perf_event", _PerfEventLink),
         ("kprobe_multi", _KprobeMultiLink),
         ("tracing", _TracingLink),
@@ -328,7 +329,8 @@ class _LinkCreateExtra(ctypes.Union):
 class LinkCreateAttr(_Attr):
     """BPF_LINK_CREATE (``attr.link_create``). ``prog_fd`` doubles as ``map_fd`` (struct_ops),
     ``target_fd`` as ``target_ifindex``; per-kind fields live in the anonymous union
-    (``attr.tcx.relative_fd``, ``attr.perf_event.bpf_cookie``...)."""
+    (``attr.target_btf_id``, ``attr.iter_info``, ``attr.tcx.relative_fd``,
+    ``attr.perf_event.bpf_cookie``...)."""
 
     _anonymous_ = ("_u",)
     _fields_ = [
@@ -481,9 +483,13 @@ class _LinkIterTarget(ctypes.Union):
     _fields_ = [("cgroup", _LinkIterCgroup), ("task", _LinkIterTask)]
 
 
+class _LinkIterMap(_Attr):
+    _fields_ = [("map_id", u32)]
+
+
 class _LinkIter(_Attr):
     _anonymous_ = ("_target",)
-    _fields_ = [("target_name", u64), ("target_name_len", u32), ("map_id", u32), ("_target", _LinkIterTarget)]
+    _fields_ = [("target_name", u64), ("target_name_len", u32), ("map", _LinkIterMap), ("_target", _LinkIterTarget)]
 
 
 class _LinkNetns(_Attr):

@@ -79,8 +79,8 @@ def link_create_iter(prog_fd: FdLike, iter_info: bytes = b"") -> FD:
     """A BPF_TRACE_ITER link; ``iter_info`` is a packed ``union bpf_iter_link_info`` (or empty)."""
     info = ctypes.create_string_buffer(iter_info, len(iter_info)) if iter_info else None
     attr = LinkCreateAttr(prog_fd=fdnum(prog_fd), attach_type=AttachType.TRACE_ITER)
-    attr.iter.iter_info = ptr(info)
-    attr.iter.iter_info_len = len(iter_info)
+    attr.iter_info = ptr(info)
+    attr.iter_info_len = len(iter_info)
     return link_create_attr(attr)
 
 
