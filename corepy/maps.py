@@ -29,10 +29,10 @@ from .errors import CorepyError, NotSupportedError, SyscallError, raise_for_errn
 from .syscalls import maps as sysmaps
 from .syscalls import objects as sysobj
 from .syscalls.attr import MapElemAttr
-from .syscalls.bpf import _syscall, syscall_number
+from .syscalls.fast import prepared
 from .syscalls.cpus import possible_cpu_count
 from .syscalls.fd import FD
-from .syscalls.uapi import BPF_ANY, Cmd, MapFlag, MapType
+from .syscalls.uapi import BPF_ANY, BPF_EXIST, Cmd, MapFlag, MapType
 
 if TYPE_CHECKING:
     from .btf.spec import BTF
@@ -56,10 +56,6 @@ ARRAY_TYPES = frozenset({
 
 _ENOTSUPP = 524
 _BATCH_UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, _ENOTSUPP)
-# the element hot path calls syscall(2) with prebuilt long arguments (variadic: no argtypes)
-_BPF_NR = ctypes.c_long(syscall_number("bpf"))
-_ELEM_SIZE = ctypes.c_long(ctypes.sizeof(MapElemAttr))
-_LOOKUP, _UPDATE, _DELETE = (ctypes.c_long(c) for c in (Cmd.MAP_LOOKUP_ELEM, Cmd.MAP_UPDATE_ELEM, Cmd.MAP_DELETE_ELEM))
 _UINT_FORMATS = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}
 _ARRAY_CODES = {(1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q",
                 (1, True): "b", (2, True): "h", (4, True): "i", (8, True): "q"}
@@ -250,6 +246,39 @@ class MapInfo:
 # --- the live map -----------------------------------------------------------
 
 
+class _Elem:
+    """Preallocated attrs and key/value buffers for the element commands of one map,
+    with the bpf() calls bound to them (the hot path builds nothing per call)."""
+
+    __slots__ = ("kbuf", "vbuf", "vview", "attr", "del_attr", "lookup", "update", "delete", "kpack", "vunpack")
+
+    def __init__(self, fd: int, key_size: int, kconv: _Conv | None, vconv: _Conv, keyless: Any):
+        self.kbuf = ctypes.create_string_buffer(max(key_size, 1))
+        self.vbuf = ctypes.create_string_buffer(max(vconv.size, 1))
+        self.vview = memoryview(self.vbuf).cast("B")
+        kaddr = ctypes.addressof(self.kbuf)
+        self.attr = MapElemAttr(map_fd=fd & 0xFFFFFFFF, key=kaddr, value=ctypes.addressof(self.vbuf))
+        # DELETE_ELEM takes only map_fd and key: the kernel rejects a nonzero value field
+        self.del_attr = MapElemAttr(map_fd=fd & 0xFFFFFFFF, key=kaddr)
+        self.lookup = prepared(Cmd.MAP_LOOKUP_ELEM, self.attr)
+        self.update = prepared(Cmd.MAP_UPDATE_ELEM, self.attr)
+        self.delete = prepared(Cmd.MAP_DELETE_ELEM, self.del_attr)
+        if kconv is None:
+            self.kpack = keyless
+        elif type(kconv) is _IntConv:
+            self.kpack = functools.partial(kconv.st.pack_into, self.kbuf, 0)
+        else:
+            self.kpack = functools.partial(kconv.pack_into, self.kbuf)
+        self.vunpack = functools.partial(vconv.st.unpack_from, self.vbuf) if type(vconv) is _IntConv else None
+
+    def invalidate(self) -> None:
+        """Point the attrs at no fd (EBADF) once the map is closed."""
+        self.attr.map_fd = self.del_attr.map_fd = 0xFFFFFFFF
+
+
+_get_ident = threading.get_ident
+
+
 class Map:
     """A live kernel map. Context manager; ``close()`` releases the fd (once)."""
 
@@ -292,27 +321,21 @@ class Map:
 
     def _setup(self, key_conv: _Conv | None, value_conv: _Conv) -> None:
         self._kconv, self._vconv = key_conv, value_conv
-        # one preallocated attr + buffers for the element hot path, guarded by a lock
-        # (ctypes releases the GIL during the system call)
-        self._lock = threading.Lock()
-        self._kbuf = ctypes.create_string_buffer(max(self.key_size, 1))
-        self._vbuf = ctypes.create_string_buffer(max(value_conv.size, 1))
-        self._attr = MapElemAttr(map_fd=self.fd.fileno(), key=ctypes.addressof(self._kbuf),
-                                 value=ctypes.addressof(self._vbuf))
-        self._attr_addr = ctypes.c_long(ctypes.addressof(self._attr))
-        # DELETE_ELEM takes only map_fd and key: the kernel rejects a nonzero value field
-        self._del_attr = MapElemAttr(map_fd=self.fd.fileno(), key=ctypes.addressof(self._kbuf))
-        self._del_attr_addr = ctypes.c_long(ctypes.addressof(self._del_attr))
+        self._vdecode = value_conv.decode
+        # the creating thread reuses one set of preallocated buffers; other threads get their own per call
+        self._owner = threading.get_ident()
+        self._elem = self._new_elem()
         owner = getattr(self, "_parent", self)
         if owner is self:
-            self._attrs: list[MapElemAttr] = []
-        owner._attrs += (self._attr, self._del_attr)  # invalidated on close: a reused fd number is not us
-        self._vview = memoryview(self._vbuf).cast("B")
-        self._vdecode = value_conv.decode
-        if isinstance(key_conv, _IntConv) and not isinstance(key_conv, _FdConv):
-            self._kpack = functools.partial(key_conv.st.pack_into, self._kbuf, 0)
-        elif key_conv is not None:
-            self._kpack = functools.partial(key_conv.pack_into, self._kbuf)
+            self._elems: list[_Elem] = []
+        owner._elems.append(self._elem)  # invalidated on close: a reused fd number is not this map
+
+    def _new_elem(self) -> _Elem:
+        fd = -1 if self.fd.closed else self.fd.fileno()
+        return _Elem(fd, self.key_size, self._kconv, self._vconv, self._check_keyed)
+
+    def _thread_elem(self) -> _Elem:
+        return self._elem if threading.get_ident() == self._owner else self._new_elem()
 
     # --- construction ---------------------------------------------------
     @classmethod
@@ -469,8 +492,8 @@ class Map:
             except BufferError:
                 pass  # a view into it is still alive; it goes when that does
             self._mmap = None
-        for attr in self._attrs:
-            attr.map_fd = 0xFFFFFFFF  # EBADF from now on
+        for elem in self._elems:
+            elem.invalidate()
         self.fd.close()
 
     @property
@@ -502,37 +525,31 @@ class Map:
         return view
 
     # --- element access (hot path) --------------------------------------
-    def _call(self, cmd: int, key: Any, flags: int = 0) -> int:
-        """Run an element command on ``key`` (already valid); return errno (0 on success). Holds the lock."""
-        self._kconv.pack_into(self._kbuf, key)  # type: ignore[union-attr]
-        if cmd is _DELETE:
-            addr = self._del_attr_addr
-        else:
-            self._attr.flags = flags
-            addr = self._attr_addr
-        if _syscall(_BPF_NR, cmd, addr, _ELEM_SIZE) < 0:
-            return ctypes.get_errno()
-        return 0
-
-    def _check_keyed(self) -> None:
+    def _check_keyed(self, *_: Any) -> None:
         if self._kconv is None:
             raise TypeError(f"map {self.name!r} ({_type_name(self.type)}) has no keys: use push/pop/peek")
 
+    def _pack_key(self, e: _Elem, key: Any) -> None:
+        try:
+            e.kpack(key)
+        except struct.error:
+            self._kconv.pack_into(e.kbuf, key)  # type: ignore[union-attr]  # raises a TypeError naming the map
+
     def __getitem__(self, key: Any) -> Any:
-        if self._kconv is None:
-            self._check_keyed()
-        with self._lock:
-            try:
-                self._kpack(key)
-            except struct.error:
-                self._kconv.pack_into(self._kbuf, key)  # raises a TypeError naming the map
-            self._attr.flags = 0
-            if _syscall(_BPF_NR, _LOOKUP, self._attr_addr, _ELEM_SIZE) < 0:
-                err = ctypes.get_errno()
-                if err == errno.ENOENT:
-                    raise KeyError(key)
-                self._raise("BPF_MAP_LOOKUP_ELEM", err, key)
-            return self._vdecode(self._vview)
+        e = self._elem if _get_ident() == self._owner else self._new_elem()
+        try:
+            e.kpack(key)
+        except struct.error:
+            self._kconv.pack_into(e.kbuf, key)  # type: ignore[union-attr]  # raises a TypeError naming the map
+        if e.lookup() < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:
+                raise KeyError(key)
+            self._raise("BPF_MAP_LOOKUP_ELEM", err, key)
+        unpack = e.vunpack
+        if unpack is not None:
+            return unpack()[0]
+        return self._vdecode(e.vview)
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value at ``key``, or ``default`` if absent."""
@@ -543,30 +560,43 @@ class Map:
 
     def lookup(self, key: Any, default: Any = None, *, flags: int = 0) -> Any:
         """Like :meth:`get`, with lookup ``flags`` (e.g. BPF_F_LOCK)."""
-        self._check_keyed()
-        with self._lock:
-            err = self._call(_LOOKUP, key, flags)
+        e = self._thread_elem()
+        self._pack_key(e, key)
+        e.attr.flags = flags
+        try:
+            rc = e.lookup()
+        finally:
+            e.attr.flags = 0
+        if rc < 0:
+            err = ctypes.get_errno()
             if err == errno.ENOENT:
                 return default
-            if err:
-                self._raise("BPF_MAP_LOOKUP_ELEM", err, key)
-            return self._vdecode(self._vview)
+            self._raise("BPF_MAP_LOOKUP_ELEM", err, key)
+        return self._vdecode(e.vview)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.update(key, value)
 
     def update(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """Write ``value`` at ``key`` (flags: BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK)."""
-        self._check_keyed()
-        with self._lock:
-            self._vconv.pack_into(self._vbuf, value)
-            err = self._call(_UPDATE, key, flags)
-            if err:
-                if err == errno.EEXIST:
-                    raise KeyError(f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)")
-                if err == errno.ENOENT and flags & 2:
-                    raise KeyError(key)
-                self._raise("BPF_MAP_UPDATE_ELEM", err, key)
+        e = self._elem if _get_ident() == self._owner else self._new_elem()
+        self._pack_key(e, key)
+        self._vconv.pack_into(e.vbuf, value)
+        if flags:
+            e.attr.flags = flags
+            try:
+                rc = e.update()
+            finally:
+                e.attr.flags = 0
+        else:
+            rc = e.update()
+        if rc < 0:
+            err = ctypes.get_errno()
+            if err == errno.EEXIST:
+                raise KeyError(f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)")
+            if err == errno.ENOENT and flags & BPF_EXIST:
+                raise KeyError(key)
+            self._raise("BPF_MAP_UPDATE_ELEM", err, key)
 
     def __delitem__(self, key: Any) -> None:
         if not self.delete(key):
@@ -574,24 +604,26 @@ class Map:
 
     def delete(self, key: Any) -> bool:
         """Remove ``key``: True if it was there, False if not."""
-        self._check_keyed()
-        with self._lock:
-            err = self._call(_DELETE, key)
-        if err == errno.ENOENT:
-            return False
-        if err:
+        e = self._thread_elem()
+        self._pack_key(e, key)
+        if e.delete() < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:
+                return False
             self._raise("BPF_MAP_DELETE_ELEM", err, key)
         return True
 
     def __contains__(self, key: Any) -> bool:
         if self.type == MapType.BLOOM_FILTER:
             return self.contains(key)
-        self._check_keyed()
-        with self._lock:
-            err = self._call(_LOOKUP, key)
-        if err and err != errno.ENOENT:
+        e = self._thread_elem()
+        self._pack_key(e, key)
+        if e.lookup() < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:
+                return False
             self._raise("BPF_MAP_LOOKUP_ELEM", err, key)
-        return not err
+        return True
 
     def lookup_bytes(self, key: bytes | None) -> bytes | None:
         """The raw value bytes at the raw ``key`` (None: absent)."""
@@ -677,14 +709,7 @@ class Map:
         """Bloom filter: False if ``value`` was certainly never pushed, True if it may have been."""
         if self.type != MapType.BLOOM_FILTER:
             raise TypeError(f"map {self.name!r} is a {_type_name(self.type)}, not a bloom filter")
-        vbuf = ctypes.create_string_buffer(self._vconv.encode(value), self.value_size)
-        attr = MapElemAttr(map_fd=self.fd.fileno(), value=ctypes.addressof(vbuf))
-        if _syscall(_BPF_NR, _LOOKUP, ctypes.c_long(ctypes.addressof(attr)), _ELEM_SIZE) < 0:
-            err = ctypes.get_errno()
-            if err == errno.ENOENT:
-                return False
-            raise_for_errno("BPF_MAP_LOOKUP_ELEM", err, f"bloom filter {self.name!r}")
-        return True
+        return sysmaps.bloom_filter_contains(self.fd, self._vconv.encode(value))
 
     def _need_keyless(self, op: str) -> None:
         if not self._keyless:
