@@ -1,0 +1,69 @@
+"""Run the CO-RE engine over an object's relocation records. Pure: computes, never patches the spec.
+
+:func:`link` applies the records to its copy of the instructions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..btf.ext import CoreRelo
+from ..errors import ObjectError, RelocationError
+
+if TYPE_CHECKING:
+    from ..btf.core import CoreResult, Target
+    from ..btf.spec import BTF
+    from .spec import ObjectSpec
+
+__all__ = ["CoreRecord", "relocate_core"]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreRecord:
+    """One CO-RE relocation and its result, located as libbpf's debug log does."""
+
+    program: str
+    """The function (program or subprogram) holding the instruction."""
+    section: str
+    """Its ELF section (as in the file, with any leading '?')."""
+    insn: int
+    """Instruction index within that function."""
+    index: int
+    """The relocation's position among its section's CO-RE records ('relo #N')."""
+    relo: CoreRelo
+    result: CoreResult
+
+
+def relocate_core(obj: ObjectSpec, target: Target | BTF | Any) -> list[CoreRecord]:
+    """Resolve every CO-RE relocation of autoloaded programs and of all subprograms against
+    ``target`` (a :class:`~corepy.btf.core.Target`, or a kernel :class:`~corepy.btf.spec.BTF`).
+    Programs with ``autoload`` off are skipped, as libbpf does. RelocationError names the
+    program and relocation that cannot be resolved."""
+    from ..btf.core import Target, calc_relo
+
+    if obj.btf is None:
+        if any(f.core_relos for f in obj.functions):
+            raise ObjectError("CO-RE relocations present but the object has no BTF", path=obj.path)
+        return []
+    if not isinstance(target, Target):
+        target = Target(target)
+    skip = {p.function.name for p in obj.programs.values() if not p.autoload}
+    counters: dict[str, dict[int, int]] = {}
+    records = []
+    for f in obj.functions:
+        if not f.core_relos or (f.is_program and f.name in skip):
+            continue
+        order = counters.get(f.section)
+        if order is None:
+            assert obj.btf.ext is not None
+            order = counters[f.section] = {id(r): i for i, r in enumerate(obj.btf.ext.core_relos.get(f.section, ()))}
+        for relo in f.core_relos:
+            idx = relo.insn_off // 8 - f.offset
+            n = order.get(id(relo), -1)
+            try:
+                result = calc_relo(obj.btf, relo, target)
+            except RelocationError as e:
+                raise RelocationError(f"prog {f.name!r}: relo #{n}: insn #{idx}: failed to relocate: {e}") from None
+            records.append(CoreRecord(f.name, f.section, idx, n, relo, result))
+    return records
