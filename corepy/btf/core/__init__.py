@@ -9,11 +9,11 @@ from .access import format_spec, parse_spec
 from .calc import CandidateTry, CoreResult, calc_relo
 from .compat import fields_are_compat, types_are_compat, types_match
 from .kinds import ReloKind
-from .patch import POISON_IMM, is_poisoned, patch_insn
+from .patch import POISON_IMM, is_poisoned, patch_insn, poisons
 from .target import Candidate, Target
 
 __all__ = [
     "ReloKind", "Target", "Candidate", "CandidateTry", "CoreResult", "calc_relo", "patch_insn",
-    "POISON_IMM", "is_poisoned", "parse_spec", "format_spec", "types_are_compat",
+    "POISON_IMM", "is_poisoned", "poisons", "parse_spec", "format_spec", "types_are_compat",
     "fields_are_compat", "types_match",
 ]

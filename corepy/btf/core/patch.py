@@ -31,6 +31,12 @@ def poison(insns: list[Insn], idx: int) -> None:
     for i in range(idx, idx + count):
         insns[i] = Insn(CALL_INSN, 0, 0, 0, POISON_IMM)
 
+def poisons(insn: Insn, result: CoreResult) -> bool:
+    """Whether :func:`patch_insn` turns ``insn`` into the poison call for ``result``: the
+    relocation failed, or a load/store of a resized field cannot be resized safely."""
+    return result.poisoned or (result.fail_memsz_adjust and insn.cls in (LDX, ST, STX))
+
+
 def patch_insn(insns: list[Insn], idx: int, relo: CoreRelo, result: CoreResult) -> None:
     """Apply ``result`` to ``insns[idx]`` in place: ALU/ALU64 immediates, LDX/ST/STX offsets
     (and access size when the field was resized), both halves of ld_imm64; poison when the

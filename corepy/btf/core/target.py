@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...errors import RelocationError
+from ...errors import BTFError, RelocationError
 from ..types import ENUMS, Kind, Type, essential_name
 from .access import kind_str
 
@@ -63,6 +63,23 @@ class Target:
             return [BTF.from_file(os.path.join(root, n), base=vmlinux) for n in names]
 
         return cls(vmlinux, load_modules)
+
+    @classmethod
+    def from_file(cls, path: str) -> Target:
+        """A custom target (libbpf's ``btf_custom_path``): a raw BTF file, an ELF file with .BTF,
+        or either compressed with xz (``.xz``). Modules are not searched."""
+        from ..spec import BTF
+
+        if str(path).endswith(".xz"):
+            import lzma
+
+            try:
+                with lzma.open(path) as f:
+                    data = f.read()
+            except (OSError, lzma.LZMAError) as e:
+                raise BTFError(f"cannot read xz-compressed BTF: {e}", source=str(path)) from e
+            return cls(BTF.from_bytes(data, source=str(path)), custom=True)
+        return cls(BTF.from_file(path), custom=True)
 
     @property
     def modules(self) -> Sequence[BTF]:

@@ -1,0 +1,93 @@
+"""``corepy explain OBJ [--btf FILE] [--json] [-v]``: every CO-RE relocation of an object
+resolved against a kernel's BTF (the running kernel's by default): what the program was
+compiled against, what the target has, the value before and after, and why a relocation
+poisons its instruction. Every program is included, those with autoload off ('?' sections)
+too. ``--json`` prints one object per relocation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..btf.core import Target
+    from ..object import CoreRecord, ObjectSpec
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("object", metavar="OBJ", help="a clang-built BPF object (.bpf.o)")
+    parser.add_argument("--btf", metavar="FILE",
+                        help="target kernel BTF: raw, ELF with .BTF, or .xz of either "
+                             "(default: the running kernel's, with its modules)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per relocation")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also list every candidate type considered")
+
+
+def target_for(path: str | None) -> Target:
+    from ..btf.core import Target
+
+    return Target.from_file(path) if path else Target.running_kernel()
+
+
+def relocate_all(obj: ObjectSpec, target: Target) -> list[CoreRecord]:
+    """The object's CO-RE records against ``target``, every program included."""
+    from ..object import relocate_core
+
+    for prog in obj.programs.values():
+        prog.autoload = True
+    return relocate_core(obj, target)
+
+
+def insn_of(obj: ObjectSpec, rec: CoreRecord):
+    """The (unpatched) instruction a record relocates."""
+    for f in obj.functions:
+        if f.name == rec.program and f.section == rec.section:
+            return f.insns[rec.insn]
+    raise LookupError(f"no function {rec.program!r} in section {rec.section!r}")
+
+
+def as_dict(obj: ObjectSpec, rec: CoreRecord) -> dict[str, Any]:
+    from ..btf.core import poisons
+
+    r = rec.result
+    return {
+        "program": rec.program, "section": rec.section, "insn": rec.insn, "relo": rec.index,
+        "kind": str(r.kind), "local": r.local_spec, "target": r.target_spec, "old": r.old, "new": r.new,
+        "poisoned": poisons(insn_of(obj, rec), r), "reason": r.reason,
+        "candidates": [{"btf": c.candidate.btf_name, "type_id": c.candidate.type_id, "spec": c.spec,
+                        "matched": c.matched, "reason": c.reason} for c in r.candidates],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..object import ObjectSpec
+
+    obj = ObjectSpec.from_file(args.object)
+    target = target_for(args.btf)
+    rows = [as_dict(obj, rec) for rec in relocate_all(obj, target)]
+    out = sys.stdout
+    if args.json:
+        json.dump(rows, out, indent=1)
+        out.write("\n")
+        return 0
+    poisoned = sum(r["poisoned"] for r in rows)
+    out.write(f"{obj.path} against {target.vmlinux.source}: {len(rows)} CO-RE relocations"
+              f"{f', {poisoned} poisoned' if poisoned else ''}\n")
+    current = None
+    for r in rows:
+        if (r["program"], r["section"]) != current:
+            current = (r["program"], r["section"])
+            out.write(f"\nprog '{r['program']}' ({r['section']})\n")
+        value = "POISONED" if r["poisoned"] else f"{r['old']} -> {r['new']}"
+        out.write(f"  insn #{r['insn']:<5} relo #{r['relo']:<4} {r['kind']:<15} {value}\n")
+        out.write(f"      local   {r['local']}\n")
+        out.write(f"      target  {r['target'] or '-'}\n")
+        if r["reason"]:
+            out.write(f"      why     {r['reason']}\n")
+        if args.verbose:
+            for c in r["candidates"]:
+                verdict = "matches" if c["matched"] else f"rejected: {c['reason']}"
+                out.write(f"      cand    {c['spec']} in [{c['btf']}]: {verdict}\n")
+    return 0
