@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .asm.insn import LD_IMM64, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, Insn, decode
+from .asm.insn import Insn, decode
 from .errors import BPFPermissionError, NotSupportedError, ObjectError, VerifierError
 
 if TYPE_CHECKING:
@@ -291,31 +291,6 @@ def _sanitize_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]", "_", name)[:_PROG_NAME_MAX]
 
 
-def patch_map_refs(insns: list[Insn], map_refs: Iterable[Any], map_fds: Mapping[str, int]) -> list[Insn]:
-    """A copy of ``insns`` with every map reference's ``ld_imm64`` carrying its map fd
-    (``PSEUDO_MAP_FD``) or fd and value offset (``PSEUDO_MAP_VALUE``)."""
-    out = [i.copy() for i in insns]
-    for ref in map_refs:
-        idx = ref.insn_index
-        if not (0 <= idx < len(out) - 1) or out[idx].code != LD_IMM64:
-            raise ObjectError(f"map reference to {ref.map_name!r} at instruction {idx} is not an ld_imm64")
-        try:
-            fd = map_fds[ref.map_name]
-        except KeyError:
-            raise ObjectError(f"program references map {ref.map_name!r}, which was not created") from None
-        is_value = _ref_is_value(ref)
-        out[idx].src = PSEUDO_MAP_VALUE if is_value else PSEUDO_MAP_FD
-        out[idx].imm = fd
-        out[idx + 1].imm = ref.offset if is_value else 0
-    return out
-
-
-def _ref_is_value(ref: Any) -> bool:
-    kind = getattr(ref, "kind", "map")
-    name = getattr(kind, "name", kind)
-    return str(name).lower() in ("value", "map_value", "pseudo_map_value", "data") or kind == PSEUDO_MAP_VALUE
-
-
 _TRAMPOLINE_KINDS = ("fentry", "fexit", "fmod_ret", "lsm", "freplace")
 
 
@@ -333,6 +308,7 @@ def load_program(
     attach_to: str | None = None,
     section: str | None = None,
     sleepable: bool = False,
+    prog_flags: int = 0,
     log_level: int = 0,
     core_records: Sequence[Any] = (),
     kernel_btf: Any = None,
@@ -346,12 +322,13 @@ def load_program(
     from .syscalls.load import prog_load
     from .syscalls.uapi import ProgFlag
 
-    insns = list(linked) if isinstance(linked, list) else list(linked.insns)
-    func_info = [] if isinstance(linked, list) else list(getattr(linked, "func_info", None) or [])
-    line_info = [] if isinstance(linked, list) else list(getattr(linked, "line_info", None) or [])
-    map_refs = [] if isinstance(linked, list) else list(getattr(linked, "map_refs", None) or [])
-    if map_refs:
-        insns = patch_map_refs(insns, map_refs, map_fds or {})
+    if isinstance(linked, list):
+        insns, func_info, line_info = list(linked), [], []
+    else:
+        insns = linked.patched(dict(map_fds or {})) if linked.map_refs else list(linked.insns)
+        func_info, line_info = list(linked.func_info), list(linked.line_info)
+        if not core_records:
+            core_records = linked.core
     from .attach import section_kind
 
     kind = section_kind(section)
@@ -365,7 +342,7 @@ def load_program(
             license=license,
             name=_sanitize_name(name),
             expected_attach_type=int(expected_attach_type or 0),
-            prog_flags=ProgFlag.SLEEPABLE if sleepable else 0,
+            prog_flags=int(prog_flags) | (ProgFlag.SLEEPABLE if sleepable else 0),
             kern_version=kern_version,
             btf_fd=btf_fd if use_btf else None,
             func_info=pack_func_info(func_info) if use_btf else b"",
@@ -376,7 +353,9 @@ def load_program(
             log_level=log_level,
         )
     except VerifierError as err:
-        raise explain_verifier_error(err, name, insns, line_info, core_records) from None
+        raise explain_verifier_error(err, name, insns, line_info, core_records,
+                                     layout=getattr(linked, "layout", None) or [(name, 0)],
+                                     poisoned_kfuncs=getattr(linked, "poisoned_kfuncs", ())) from None
     except BPFPermissionError as err:
         if err.errno == errno.EPERM and kind in _TRAMPOLINE_KINDS and os.geteuid() == 0:
             raise BPFPermissionError(
@@ -413,12 +392,15 @@ def source_line(line_info: Sequence[Any], idx: int) -> Any | None:
 
 
 def explain_verifier_error(err: VerifierError, program: str, insns: Sequence[Insn],
-                           line_info: Sequence[Any], core_records: Sequence[Any]) -> VerifierError:
+                           line_info: Sequence[Any], core_records: Sequence[Any], *,
+                           layout: Sequence[tuple[str, int]] = (),
+                           poisoned_kfuncs: Sequence[tuple[int, str]] = ()) -> VerifierError:
     """A VerifierError like ``err`` whose context names the failing instruction's source line
-    and, if the instruction was poisoned by CO-RE, the relocation that poisoned it and why."""
+    and, if CO-RE poisoned it, the relocation that did and why. ``layout`` is the linked
+    program's (function, first instruction) list, to place function-relative CO-RE records."""
     notes: list[str] = []
     idx = failing_insn(err.log)
-    poisoned = "unknown#195896080" in err.log or f"{POISON_CALL_IMM:#x}" in err.log
+    poisoned = f"unknown#{POISON_CALL_IMM}" in err.log or f"{POISON_CALL_IMM:#x}" in err.log
     if idx is not None:
         notes.append(f"failing instruction: #{idx}")
         li = source_line(line_info, idx)
@@ -426,15 +408,21 @@ def explain_verifier_error(err: VerifierError, program: str, insns: Sequence[Ins
             notes.append(f"  at {li.file_name}:{li.line_num}: {li.line.strip()}")
         if 0 <= idx < len(insns) and insns[idx].imm == POISON_CALL_IMM:
             poisoned = True
+        for at, extern in poisoned_kfuncs:
+            if at == idx:
+                notes.append(f"  call of the weak kfunc {extern!r}, which the kernel does not have "
+                             "(guard it with bpf_ksym_exists())")
     if poisoned:
-        records = [r for r in core_records if _is_poisoned(r) and getattr(r, "program", program) == program]
-        exact = [r for r in records if idx is not None and getattr(r, "insn", None) == idx]
-        culprits = exact or [r for r in core_records if _is_poisoned(r)]
+        start = dict(layout)
+        ours = [r for r in core_records if _is_poisoned(r) and (not start or getattr(r, "program", None) in start)]
+        exact = [r for r in ours if idx is not None and start.get(r.program, 0) + r.insn == idx]
+        culprits = exact or ours
         if culprits:
-            notes.append("instruction poisoned by a CO-RE relocation that failed:")
+            notes.append("poisoned by a CO-RE relocation that failed:" if exact else
+                         "this program has CO-RE relocations that failed and poisoned instructions:")
             notes.extend(f"  {_describe_record(r)}" for r in culprits[:5])
         else:
-            notes.append("instruction poisoned by a failed CO-RE relocation (0xbad2310)")
+            notes.append("the instruction was poisoned by a failed CO-RE relocation (call 0xbad2310)")
     context = "\n".join(notes) or err.context
     new = VerifierError(program, err.errno, err.log, context)
     new.insn = idx  # type: ignore[attr-defined]

@@ -130,21 +130,20 @@ def test_long_names_are_truncated_for_the_kernel():
 
 
 def test_map_refs_are_patched_with_fds():
-    from corepy.programs import patch_map_refs
-
-    class Ref:  # the object layer's MapRef shape: insn_index, map_name, kind, offset
-        def __init__(self, insn_index, map_name, kind="map", offset=0):
-            self.insn_index, self.map_name, self.kind, self.offset = insn_index, map_name, kind, offset
+    from corepy.object.link import LinkedProgram, MapRef
+    from corepy.programs import load_program
+    from corepy.syscalls.uapi import ProgType
 
     with array_map() as counts:
         insns = counter_program(0, retval=1, ld_map=False)
-        patched = patch_map_refs(insns, [Ref(0, "counts")], {"counts": counts.fileno()})
-        assert patched[0].imm == counts.fileno() and patched[0].src == PSEUDO_MAP_FD and insns[0].imm == 0
-        with _load(patched, name="counter") as prog:
+        linked = LinkedProgram("counter", insns, [], [], [MapRef(0, "counts", "fd")])
+        with load_program(linked, name="counter", prog_type=ProgType.SOCKET_FILTER,
+                          map_fds={"counts": counts.fileno()}) as prog:
             for _ in range(3):
                 assert prog.test_run(b"\x00" * 64).retval == 1
             assert read_counter(counts) == 3
             assert prog.info().map_ids == (_map_id(counts),)
+        assert insns[0].imm == 0  # the LinkedProgram is not modified
 
 
 def _map_id(fd) -> int:
@@ -180,12 +179,11 @@ def test_verifier_error_carries_log_and_source_line():
     bad = [mov_imm(0, 0), mov_reg(0, 3)] + exit_insn()  # r3 is never written
     lines = [LineInfo(0, "prog.bpf.c", "int x = 0;", 10, 5), LineInfo(1, "prog.bpf.c", "return y;", 11, 2)]
 
-    class Linked:
-        insns, func_info, line_info, map_refs = bad, [], lines, []
+    from corepy.object.link import LinkedProgram
 
     before = open_fds()
     with pytest.raises(VerifierError) as exc:
-        load_program(Linked(), name="bad", prog_type=ProgType.SOCKET_FILTER)
+        load_program(LinkedProgram("bad", bad, [], lines, []), name="bad", prog_type=ProgType.SOCKET_FILTER)
     err = exc.value
     assert err.errno == errno.EACCES
     assert "R3 !read_ok" in err.log
@@ -199,3 +197,79 @@ def test_unknown_program_type_is_a_clear_error():
 
     with pytest.raises(SyscallError, match="BPF_PROG_LOAD"):
         _load(RET2, prog_type=1000)
+
+
+# --- fixture objects through the object layer ------------------------------------
+
+def load_fixture(name: str, *, enable: tuple[str, ...] = (), rodata: dict | None = None):
+    """Parse fixtures/NAME.bpf.o, create its maps (initial data set, .rodata frozen), CO-RE
+    relocate against the running kernel and link + load every autoload program (plus
+    ``enable``). Returns (programs, map fds, spec); the caller closes them (see ``closing``)."""
+    from corepy.btf import BTF
+    from corepy.object import ObjectSpec, relocate_core, resolve_externs
+    from corepy.object.link import link
+    from corepy.programs import load_program
+    from corepy.syscalls.maps import map_create, map_freeze, map_update_elem
+
+    from conftest import fixture_obj
+
+    spec = ObjectSpec.from_file(str(fixture_obj(name)))
+    for prog_name in enable:
+        spec.programs[prog_name].autoload = True
+    for var, value in (rodata or {}).items():
+        spec.variables[var].value = value
+    fds, progs = {}, {}
+    try:
+        for m in spec.maps.values():
+            fds[m.name] = fd = map_create(m.type, m.key_size, m.value_size, m.max_entries, flags=m.flags,
+                                          name=m.kernel_name or m.name[:15])
+            if m.data is not None:
+                map_update_elem(fd, b"\0\0\0\0", bytes(m.data))
+            if m.readonly:
+                map_freeze(fd)
+        kernel = BTF.kernel()
+        records = relocate_core(spec, kernel)
+        externs = resolve_externs(spec, kernel_btf=kernel) if spec.externs else None
+        for p in spec.programs.values():
+            if not p.autoload:
+                continue
+            linked = link(spec, p, core=records, externs=externs)
+            progs[p.name] = load_program(
+                linked, name=p.name, prog_type=p.prog_type, expected_attach_type=p.expected_attach_type,
+                license=p.license, kern_version=p.kern_version, map_fds={k: v.fileno() for k, v in fds.items()},
+                attach_to=p.attach_to, section=p.section, sleepable=p.sleepable, prog_flags=p.prog_flags)
+    except BaseException:
+        closing(progs, fds)
+        raise
+    return progs, fds, spec
+
+
+def closing(progs, fds):
+    for p in progs.values():
+        p.close()
+    for f in fds.values():
+        f.close()
+
+
+def test_poisoned_core_relocation_is_explained():
+    from corepy.btf import BTF
+
+    BTF.kernel()
+    before = open_fds()
+    with pytest.raises(VerifierError) as exc:
+        load_fixture("core_zoo", enable=("poisoned",))
+    text = str(exc.value)
+    assert "poisoned" in text
+    assert "corepy_missing" in text  # the field the relocation looked for
+    assert "core_zoo.bpf.c" in text  # the source line of the failing instruction
+    assert "CO-RE relocation" in text
+    assert open_fds() == before
+
+
+def test_fixture_programs_load_and_run():
+    progs, fds, spec = load_fixture("core_zoo")
+    try:
+        assert progs and all(p.info().id > 0 for p in progs.values())
+        assert "poisoned" not in progs  # autoload off ("?raw_tp/...")
+    finally:
+        closing(progs, fds)
