@@ -212,3 +212,37 @@ def test_usdt_sections_are_refused_clearly():
 
     with pytest.raises(NotSupportedError, match="usdt"):
         auto_attach(Prog())
+
+
+@requires_root
+def test_uprobe_fixture_records_arguments_and_return_values():
+    """fixtures/uprobe.bpf.o through the object layer: SEC("uprobe")/SEC("uretprobe") name no
+    target, so they attach explicitly; the maps then hold every call's a, b and result."""
+    import struct
+
+    from corepy.syscalls.maps import map_lookup_elem
+    from test_programs import closing, load_fixture, open_fds
+
+    from corepy.btf import BTF
+
+    _skip_without_uprobe_pmu()
+    BTF.kernel()  # opened once per process and cached
+    before = open_fds()
+    progs, fds, spec = load_fixture("uprobe")
+    try:
+        with pytest.raises(ObjectError, match="does not say where to attach"):
+            progs["add_entry"].attach()
+        with progs["add_entry"].attach_uprobe(str(TARGET), "corepy_target_add"), \
+                progs["add_return"].attach_uprobe(str(TARGET), "corepy_target_add", retprobe=True):
+            assert _run_target(5) == 30
+        calls = [struct.unpack("<iiii", map_lookup_elem(fds["calls"], struct.pack("<I", i), 16))[:3]
+                 for i in range(5)]
+        assert calls == [(i, 2 * i, 3 * i) for i in range(5)]
+        bss = spec.maps[".bss"]
+        raw = map_lookup_elem(fds[".bss"], b"\0\0\0\0", bss.value_size)
+        counters = {v.name: struct.unpack_from("<Q", raw, v.offset)[0] for v in spec.variables.values()
+                    if v.name in ("entries", "returns")}
+        assert counters == {"entries": 5, "returns": 5}
+    finally:
+        closing(progs, fds)
+    assert open_fds() == before
