@@ -63,3 +63,14 @@ class FD:
 
     def __repr__(self) -> str:
         return f"<FD {self.kind} {'closed' if self._fd < 0 else self._fd}>"
+
+
+FdLike = int | FD
+"""Anything naming an open fd: a raw number or an :class:`FD`."""
+
+
+def fdnum(fd: FdLike | None) -> int:
+    """The integer fd of an ``FD`` or ``int`` (0 for None: "no fd" in bpf_attr)."""
+    if fd is None:
+        return 0
+    return fd if isinstance(fd, int) else fd.fileno()

@@ -20,8 +20,7 @@ from .attr import (
     ptr,
 )
 from .bpf import bpf
-from .fd import FD
-from .maps import FdLike, fdnum
+from .fd import FD, FdLike, fdnum
 from .uapi import AttachFlag, AttachType, Cmd
 
 

@@ -15,8 +15,8 @@ from ..asm.insn import Insn, encode
 from ..errors import SyscallError, VerifierError, raise_for_errno
 from .attr import BTFLoadAttr, ProgLoadAttr, ptr
 from .bpf import PROG_LOAD_ATTEMPTS, bpf_errno
-from .fd import FD
-from .maps import FdLike, fdnum, obj_name
+from .fd import FD, FdLike, fdnum
+from .maps import obj_name
 from .uapi import Cmd, ProgType
 
 LOG_SIZE_FIRST = 1 << 16

@@ -16,17 +16,8 @@ from dataclasses import dataclass
 from ..errors import raise_for_errno
 from .attr import MapBatchAttr, MapCreateAttr, MapElemAttr, ptr
 from .bpf import bpf, bpf_errno
-from .fd import FD
+from .fd import FD, FdLike, fdnum
 from .uapi import Cmd, MapType
-
-FdLike = int | FD
-
-
-def fdnum(fd: FdLike | None) -> int:
-    """The integer fd of an ``FD`` or ``int`` (0 for None)."""
-    if fd is None:
-        return 0
-    return fd if isinstance(fd, int) else fd.fileno()
 
 
 def obj_name(name: str) -> bytes:

@@ -11,8 +11,7 @@ from typing import Literal, TypeVar
 from ..errors import raise_for_errno
 from .attr import BTFInfo, GetIdAttr, InfoAttr, LinkInfo, MapInfo, ObjPinAttr, ProgInfo, ptr
 from .bpf import bpf, bpf_errno
-from .fd import FD
-from .maps import FdLike, fdnum
+from .fd import FD, FdLike, fdnum
 from .uapi import Cmd
 
 ObjKind = Literal["prog", "map", "btf", "link"]

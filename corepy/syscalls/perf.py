@@ -10,8 +10,7 @@ from ctypes import c_int32, c_uint16, c_uint32, c_uint64
 
 from ..errors import CorepyError, NotSupportedError, raise_for_errno
 from .bpf import raw_syscall, syscall_number
-from .fd import FD
-from .maps import FdLike, fdnum
+from .fd import FD, FdLike, fdnum
 
 # enum perf_type_id
 PERF_TYPE_HARDWARE = 0

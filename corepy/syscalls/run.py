@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from .attr import EnableStatsAttr, TestRunAttr, ptr
 from .bpf import bpf
-from .fd import FD
-from .maps import FdLike, fdnum
+from .fd import FD, FdLike, fdnum
 from .uapi import Cmd, StatsType
 
 
