@@ -285,3 +285,62 @@ def test_cgroup_attach_errors_are_named():
             prog.attach_cgroup("/sys/fs/cgroup/corepy-no-such-cgroup")
         with pytest.raises(SyscallError, match="corepy-no-such-if"):
             prog.attach_xdp("corepy-no-such-if")
+
+
+def test_net_fixture_programs_on_veth_socket_and_cgroup(netns, test_cgroup):
+    """fixtures/net.bpf.o through the object layer: xdp + tcx ingress on a, tcx egress on b,
+    a socket filter and cgroup_skb egress; each counts into its slot of ``counts``."""
+    from corepy.btf import BTF
+    from corepy.syscalls import features
+    from corepy.syscalls.uapi import LinkType
+    from test_programs import closing, load_fixture
+
+    BTF.kernel()
+    before = open_fds()
+    progs, fds, _ = load_fixture("net")
+    try:
+        assert {"xdp_pass", "tc_pass", "socket_count", "cgroup_ingress", "cgroup_egress"} <= set(progs)
+        links = []
+        with netns.inside():
+            links.append(progs["xdp_pass"].attach_xdp(netns.a))
+            if features.has_link_type(LinkType.TCX):
+                links.append(progs["tcx_ingress"].attach_tcx(netns.a))  # direction from SEC("tcx/ingress")
+                links.append(progs["tcx_egress"].attach_tcx(netns.b))
+        links.append(progs["cgroup_egress"].attach_cgroup(test_cgroup))
+        rx, tx = _udp_pair()
+        with rx, tx:
+            links.append(progs["socket_count"].attach_socket(rx))
+            try:
+                netns.send_udp(6)
+                subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "4"], check=True)
+                tx.sendto(b"hello", rx.getsockname())
+                assert rx.recv(16) == b"hello"
+            finally:
+                for link in links:
+                    link.close()
+        counts = [read_counter(fds["counts"], i) for i in range(8)]
+        assert counts[0] >= 6  # xdp on a
+        if features.has_link_type(LinkType.TCX):
+            assert counts[2] >= 6 and counts[3] >= 6
+        assert counts[4] == 1  # the socket saw one datagram
+        assert counts[6] == 4  # cgroup egress: the sender's 4 datagrams
+    finally:
+        closing(progs, fds)
+    assert open_fds() == before
+
+
+def test_network_programs_are_not_auto_attached():
+    """SEC("xdp"), SEC("tc"), SEC("socket"), SEC("cgroup_skb/...") name no target: attach()
+    refuses clearly, and the collection's auto-attach skips them."""
+    from corepy.attach import auto_attach
+    from corepy.errors import ObjectError
+    from test_programs import closing, load_fixture
+
+    progs, fds, _ = load_fixture("net")
+    try:
+        for prog in progs.values():
+            assert auto_attach(prog) is None
+            with pytest.raises(ObjectError, match="explicit attach_"):
+                prog.attach()
+    finally:
+        closing(progs, fds)
