@@ -7,11 +7,12 @@ import struct
 
 import pytest
 
-from corepy.errors import BPFPermissionError, SyscallError
-from corepy.syscalls import maps
+from corepy.asm.insn import ALU64, EXIT_INSN, LD_IMM64, LDX, MEM, MOV, PSEUDO_MAP_VALUE, ST, W, K, Insn
+from corepy.errors import BPFPermissionError, SyscallError, VerifierError
+from corepy.syscalls import load, maps
 from corepy.syscalls.cpus import possible_cpu_count
 from corepy.syscalls.objects import map_info
-from corepy.syscalls.uapi import BPF_EXIST, BPF_NOEXIST, MapFlag, MapType
+from corepy.syscalls.uapi import BPF_EXIST, BPF_NOEXIST, MapFlag, MapType, ProgType
 from tests.conftest import requires_root
 
 pytestmark = requires_root
@@ -182,6 +183,27 @@ def test_rdonly_and_wronly_maps() -> None:
     with maps.map_create(MapType.ARRAY, 4, 4, 1, flags=MapFlag.RDONLY_PROG) as m:
         maps.map_update_elem(m, u32.pack(0), u32.pack(9))  # user space may still write
         assert map_info(m).map_flags & MapFlag.RDONLY_PROG
+        with pytest.raises(VerifierError) as exc:  # ...but programs may not
+            load.prog_load(ProgType.SOCKET_FILTER, _touch_value(m.fileno(), write=True))
+        assert "write into map forbidden" in exc.value.log
+        with load.prog_load(ProgType.SOCKET_FILTER, _touch_value(m.fileno(), write=False)):
+            pass
+    with maps.map_create(MapType.ARRAY, 4, 4, 1, flags=MapFlag.WRONLY_PROG) as m:
+        with pytest.raises(VerifierError) as exc:
+            load.prog_load(ProgType.SOCKET_FILTER, _touch_value(m.fileno(), write=False))
+        assert "read from map forbidden" in exc.value.log
+
+
+def _touch_value(map_fd: int, write: bool) -> list[Insn]:
+    """r1 = &value[0]; then *(u32 *)r1 = 1 or r0 = *(u32 *)r1; return 0"""
+    access = Insn(ST | MEM | W, dst=1, imm=1) if write else Insn(LDX | MEM | W, dst=2, src=1)
+    return [
+        Insn(LD_IMM64, dst=1, src=PSEUDO_MAP_VALUE, imm=map_fd),
+        Insn(0),
+        access,
+        Insn(ALU64 | MOV | K, dst=0, imm=0),
+        Insn(EXIT_INSN),
+    ]
 
 
 def test_mmapable_array_shares_memory() -> None:
