@@ -14,7 +14,7 @@ import pytest
 from corepy.asm.insn import ALU64, EXIT_INSN, JMP, K, LD_IMM64, MOV, PSEUDO_MAP_FD, X, Insn, decode, encode
 from corepy.errors import SyscallError, VerifierError
 from corepy.syscalls import links, load, maps, objects, run
-from corepy.syscalls.uapi import AttachType, LinkType, MapType, ProgType
+from corepy.syscalls.uapi import AttachType, LinkType, MapType, ProgFlag, ProgType
 from tests.conftest import requires_root
 
 pytestmark = requires_root
@@ -36,6 +36,24 @@ def test_hand_assembled_program_returns_2() -> None:
         result = run.prog_test_run(prog, b"\x00" * 64, repeat=3)
         assert result.retval == 2
         assert result.duration_ns >= 0
+
+
+def test_ctx_only_test_runs() -> None:
+    # raw_tp and syscall programs run on a context only: no data, no repeat
+    with load.prog_load(ProgType.RAW_TRACEPOINT, ret(5)) as prog:
+        assert run.prog_test_run(prog, ctx=bytes(8)).retval == 5
+    with load.prog_load(ProgType.SYSCALL, ret(3), prog_flags=ProgFlag.SLEEPABLE) as prog:
+        assert run.prog_test_run(prog, ctx=bytes(16)).retval == 3
+
+
+def test_skb_ctx_round_trip() -> None:
+    # struct __sk_buff in and out: the kernel copies back the fields it allows (mark is one)
+    skb = bytearray(192)  # sizeof(struct __sk_buff)
+    struct.pack_into("<I", skb, 8, 0x1234)  # mark
+    with load.prog_load(ProgType.SCHED_CLS, ret(0)) as prog:
+        result = run.prog_test_run(prog, bytes(64), bytes(skb), ctx_size_out=len(skb))
+        assert result.ctx is not None and len(result.ctx) == len(skb)
+        assert struct.unpack_from("<I", result.ctx, 8)[0] == 0x1234
 
 
 def test_xdp_test_run_sees_data() -> None:

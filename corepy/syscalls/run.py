@@ -26,24 +26,25 @@ def prog_test_run(
     data: bytes = b"",
     ctx: bytes | None = None,
     *,
-    repeat: int = 1,
+    repeat: int = 0,
     data_size_out: int | None = None,
-    ctx_size_out: int | None = None,
+    ctx_size_out: int = 0,
     flags: int = 0,
     cpu: int = 0,
     batch_size: int = 0,
 ) -> TestRunResult:
-    """BPF_PROG_TEST_RUN: run the program ``repeat`` times on ``data``/``ctx`` in the kernel.
+    """BPF_PROG_TEST_RUN: run the program on ``data`` (packet programs) and/or ``ctx``.
 
-    ``data_size_out`` defaults to ``len(data) + 256`` (room for programs that grow the
-    packet); ``ctx_size_out`` to ``len(ctx)``. Output is trimmed to what the kernel wrote.
+    ``repeat`` 0 runs once, like 1 (raw_tp and syscall programs refuse any other value).
+    ``data_size_out`` defaults to ``len(data) + 256`` when there is data (room for programs
+    that grow the packet), else 0; ``ctx_size_out`` > 0 asks for the context back. Outputs
+    are trimmed to what the kernel wrote; ``ctx`` in the result is None unless requested.
     """
-    out_size = len(data) + 256 if data_size_out is None else data_size_out
+    out_size = (len(data) + 256 if data else 0) if data_size_out is None else data_size_out
     data_in = ctypes.create_string_buffer(data, len(data)) if data else None
     data_out = ctypes.create_string_buffer(out_size) if out_size else None
     ctx_in = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
-    ctx_out_size = (len(ctx) if ctx else 0) if ctx_size_out is None else ctx_size_out
-    ctx_out = ctypes.create_string_buffer(ctx_out_size) if ctx_out_size else None
+    ctx_out = ctypes.create_string_buffer(ctx_size_out) if ctx_size_out else None
     attr = TestRunAttr(
         prog_fd=fdnum(fd),
         data_size_in=len(data),
@@ -52,7 +53,7 @@ def prog_test_run(
         data_out=ptr(data_out),
         repeat=repeat,
         ctx_size_in=len(ctx) if ctx else 0,
-        ctx_size_out=ctx_out_size,
+        ctx_size_out=ctx_size_out,
         ctx_in=ptr(ctx_in),
         ctx_out=ptr(ctx_out),
         flags=int(flags),
