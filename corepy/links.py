@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .programs import Program
     from .syscalls.fd import FD
 
-__all__ = ["Link", "LinkInfo", "PerfEventAttachment", "SocketAttachment"]
+__all__ = ["Link", "LinkInfo", "PerfEventAttachment", "ProgAttachment", "SocketAttachment"]
 
 
 @dataclass(frozen=True)
@@ -260,6 +260,47 @@ class PerfEventAttachment(Link):
 
     def info(self) -> LinkInfo:
         raise NotSupportedError("BPF links for perf events", "an ioctl attachment has no link info")
+
+
+class ProgAttachment(Link):
+    """A program attached with ``BPF_PROG_ATTACH`` (kernels without links for the hook, e.g.
+    cgroups before 5.7): ``close()`` detaches it with ``BPF_PROG_DETACH``. Holds its own
+    references to the target and the program. Cannot be pinned or updated."""
+
+    def __init__(self, target_fd: FD, attach_type: Any, *, program: Program, target: str = ""):
+        self._attach_type = attach_type
+        self._prog_fd = program._fd.dup() if program._fd is not None else None
+        super().__init__(None, program=program, target=target, owned=(target_fd,))
+
+    @property
+    def fd(self) -> int:
+        raise NotSupportedError("a link fd for BPF_PROG_ATTACH attachments", "the kernel made no bpf_link")
+
+    def close(self) -> None:
+        if self._owned and self._prog_fd is not None:
+            from .syscalls.links import prog_detach
+
+            try:
+                prog_detach(self._owned[0], self._attach_type, self._prog_fd)
+            except SyscallError as e:
+                if e.errno != errno.ENOENT:  # already detached
+                    raise
+            finally:
+                self._prog_fd.close()
+                self._prog_fd = None
+        super().close()
+
+    def detach(self) -> None:
+        self.close()
+
+    def update(self, program: Program, *, expected: Program | None = None) -> None:
+        raise NotSupportedError("BPF links for this hook", "a BPF_PROG_ATTACH attachment cannot be updated")
+
+    def pin(self, path: str) -> None:
+        raise NotSupportedError("BPF links for this hook", "a BPF_PROG_ATTACH attachment cannot be pinned")
+
+    def info(self) -> LinkInfo:
+        raise NotSupportedError("BPF links for this hook", "a BPF_PROG_ATTACH attachment has no link info")
 
 
 SO_ATTACH_BPF = 50

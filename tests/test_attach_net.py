@@ -344,3 +344,29 @@ def test_network_programs_are_not_auto_attached():
                 prog.attach()
     finally:
         closing(progs, fds)
+
+
+def test_cgroup_without_links_uses_prog_attach(test_cgroup):
+    """The pre-5.7 path (BPF_PROG_ATTACH + BPF_PROG_DETACH), forced here."""
+    from corepy.attach.net import attach_cgroup
+    from corepy.links import ProgAttachment
+    from corepy.syscalls.links import prog_query
+    from corepy.syscalls.uapi import AttachType, ProgType
+
+    before = open_fds()
+    with array_map() as counts, _load(counter_program(counts.fileno(), retval=1), ProgType.CGROUP_SKB, "cg_legacy",
+                                      expected_attach_type=AttachType.CGROUP_INET_EGRESS) as prog:
+        with attach_cgroup(prog, test_cgroup, use_link=False) as att:
+            assert isinstance(att, ProgAttachment)
+            cg = os.open(test_cgroup, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                assert prog_query(cg, AttachType.CGROUP_INET_EGRESS).prog_ids == [prog.info().id]
+                subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "3"], check=True)
+                assert read_counter(counts) == 3
+                att.close()
+                assert prog_query(cg, AttachType.CGROUP_INET_EGRESS).prog_ids == []
+            finally:
+                os.close(cg)
+        subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "3"], check=True)
+        assert read_counter(counts) == 3
+    assert open_fds() == before

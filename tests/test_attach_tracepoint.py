@@ -191,3 +191,27 @@ def test_trace_pipe_reads_bpf_printk():
     assert all(line.pid == os.getpid() and line.message.strip() == marker for line in ours)
     sample = parse_trace_line("    python3-1234    [001] d..31  1234.567890: bpf_trace_printk: hello")
     assert sample and (sample.task, sample.pid, sample.cpu, sample.message) == ("python3", 1234, 1, "hello")
+
+
+def test_tracepoint_without_links_uses_ioctl_attachment():
+    """The pre-5.15 path (PERF_EVENT_IOC_SET_BPF), forced here: counts, and close() detaches."""
+    from corepy.attach.perf_event import attach_perf_fd
+    from corepy.errors import NotSupportedError
+    from corepy.links import PerfEventAttachment
+    from corepy.syscalls import perf, tracefs
+    from corepy.syscalls.uapi import ProgType
+
+    before = open_fds()
+    with array_map() as counts, \
+            _load(counter_program(counts.fileno(), pid=os.getpid()), ProgType.TRACEPOINT, "tp_ioctl") as prog:
+        event = perf.perf_event_open(perf.tracepoint_attr(tracefs.tracepoint_id("syscalls", "sys_enter_getppid")))
+        with attach_perf_fd(prog, event, target="tracepoint syscalls:sys_enter_getppid", use_link=False) as att:
+            assert isinstance(att, PerfEventAttachment)
+            _getppid(4)
+            assert read_counter(counts) == 4
+            with pytest.raises(NotSupportedError):
+                att.pin("/sys/fs/bpf/corepy-never")
+        assert event.closed
+        _getppid(4)
+        assert read_counter(counts) == 4
+    assert open_fds() == before

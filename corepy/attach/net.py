@@ -60,25 +60,40 @@ def attach_tcx(program: Program, interface: int | str, direction: str = "ingress
     return Link(link_create_tcx(program.fd, idx, kind), program=program, target=f"tcx {direction} ifindex {idx}")
 
 
-def attach_cgroup(program: Program, cgroup: int | str, attach_type: Any = None) -> Link:
-    """Cgroup link: ``cgroup`` is a cgroup v2 directory or an open fd of one; ``attach_type``
-    defaults to the program's expected attach type (e.g. ``CGROUP_INET_INGRESS``)."""
-    from ..syscalls.links import link_create
+def attach_cgroup(program: Program, cgroup: int | str, attach_type: Any = None, *,
+                  use_link: bool | None = None) -> Link:
+    """Attach to a cgroup v2 directory (or an open fd of one); ``attach_type`` defaults to the
+    program's expected attach type (e.g. ``CGROUP_INET_INGRESS``). ``use_link`` None: a BPF
+    link where the kernel has cgroup links (probed), else ``BPF_PROG_ATTACH`` with
+    ``BPF_F_ALLOW_MULTI`` (detached by ``BPF_PROG_DETACH`` on close)."""
+    from ..links import ProgAttachment
+    from ..syscalls import features
+    from ..syscalls.fd import FD
+    from ..syscalls.links import link_create, prog_attach
+    from ..syscalls.uapi import AttachFlag, LinkType
 
     kind = attach_type if attach_type is not None else program.expected_attach_type
     if kind is None:
         raise ValueError(f"program {program.name!r} has no expected attach type; pass attach_type")
-    if isinstance(cgroup, int):
-        return Link(link_create(program.fd, cgroup, kind), program=program, target=f"cgroup fd {cgroup}")
+    where = f"cgroup fd {cgroup}" if isinstance(cgroup, int) else f"cgroup {cgroup}"
     try:
-        cg_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        cg = FD(os.dup(cgroup) if isinstance(cgroup, int) else
+                os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), "cgroup")
     except OSError as e:
-        raise SyscallError("open", e.errno or errno.ENOENT, f"cgroup {cgroup!r}") from None
+        raise SyscallError("open", e.errno or errno.ENOENT, where) from None
+    target = f"{where} {getattr(kind, 'name', kind)}"
     try:
-        fd = link_create(program.fd, cg_fd, kind)
-    finally:
-        os.close(cg_fd)
-    return Link(fd, program=program, target=f"cgroup {cgroup} {getattr(kind, 'name', kind)}")
+        if use_link is None:
+            use_link = features.has_link_type(LinkType.CGROUP)
+        if not use_link:
+            prog_attach(program.fd, cg, kind, flags=AttachFlag.ALLOW_MULTI)
+            return ProgAttachment(cg, kind, program=program, target=target)
+        fd = link_create(program.fd, cg, kind)
+    except BaseException:
+        cg.close()
+        raise
+    cg.close()
+    return Link(fd, program=program, target=target)
 
 
 def attach_socket(program: Program, sock: socket.socket) -> SocketAttachment:

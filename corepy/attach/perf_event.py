@@ -6,11 +6,10 @@ link (pinnable, with info and a BPF cookie); older kernels get ``PERF_EVENT_IOC_
 
 from __future__ import annotations
 
-import errno
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotSupportedError, SyscallError
+from ..errors import NotSupportedError
 from ..links import Link, PerfEventAttachment
 
 if TYPE_CHECKING:
@@ -20,26 +19,30 @@ if TYPE_CHECKING:
 __all__ = ["attach_perf_event", "attach_perf_fd"]
 
 
-def attach_perf_fd(program: Program, perf_fd: FD, *, target: str, cookie: int = 0) -> Link:
+def attach_perf_fd(program: Program, perf_fd: FD, *, target: str, cookie: int = 0,
+                   use_link: bool | None = None) -> Link:
     """Attach ``program`` to the perf event ``perf_fd``, which the returned link then owns
-    (closed with it, or right away if attaching fails)."""
-    from ..syscalls import perf
+    (closed with it, or right away if attaching fails). ``use_link`` None: a BPF link where
+    the kernel has perf_event links (probed), else ``PERF_EVENT_IOC_SET_BPF``."""
+    from ..syscalls import features, perf
     from ..syscalls.links import link_create_perf_event
+    from ..syscalls.uapi import LinkType
 
+    link_fd = None
     try:
-        try:
-            link_fd = link_create_perf_event(program.fd, perf_fd, cookie=cookie)
-        except SyscallError as e:
-            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
+        if use_link is None:
+            use_link = features.has_link_type(LinkType.PERF_EVENT)
+        if not use_link:
             if cookie:
-                raise NotSupportedError("BPF perf_event links (BPF cookies)", str(e)) from None
-            perf.ioctl_set_bpf(perf_fd.fileno(), program.fd)
-            perf.ioctl_enable(perf_fd.fileno())
+                raise NotSupportedError("BPF cookies on perf events", "they need perf_event links (kernel 5.15+): "
+                                        + features.feature_reason("link_type", LinkType.PERF_EVENT))
+            perf.ioctl_set_bpf(perf_fd, program.fd)
+            perf.ioctl_enable(perf_fd)
             return PerfEventAttachment(perf_fd, program=program, target=target)
-        perf.ioctl_enable(perf_fd.fileno())
+        link_fd = link_create_perf_event(program.fd, perf_fd, cookie=cookie)
+        perf.ioctl_enable(perf_fd)
     except BaseException:
-        if "link_fd" in locals():
+        if link_fd is not None:
             link_fd.close()
         perf_fd.close()
         raise
