@@ -139,16 +139,28 @@ class Target:
         return out
 
     def _flavors(self, btf: BTF) -> dict[str, list[str]]:
-        """essential name -> flavored names (``x___y``) present in ``btf``."""
+        """essential name -> flavored names (``x___y``) present in ``btf`` (own strings only;
+        ids are filtered by the caller). Found by searching the string section for ``___``
+        rather than decoding every name: kernels have very few."""
         key = id(btf)
         flavors = self._flavored.get(key)
         if flavors is None:
             flavors = {}
-            for name in btf.names():
-                if "___" in name:
+            data = btf.strings_bytes()
+            seen = set()
+            i = data.find(b"___")
+            while i >= 0:
+                start, end = data.rfind(b"\0", 0, i) + 1, data.find(b"\0", i)
+                if end < 0:
+                    end = len(data)
+                raw = data[start:end]
+                if raw not in seen:
+                    seen.add(raw)
+                    name = raw.decode("utf-8", "replace")
                     ess = essential_name(name)
                     if ess != name:
                         flavors.setdefault(ess, []).append(name)
+                i = data.find(b"___", end)
             self._flavored[key] = flavors
         return flavors
 
