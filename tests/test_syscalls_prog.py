@@ -284,8 +284,11 @@ def test_btf_load_and_log() -> None:
     strings = b"\x00int\x00"
     types = struct.pack("<III", 1, 1 << 24, 4) + struct.pack("<I", 32)
     header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
-    with load.btf_load(header + types + strings) as btf:
+    out: list[str] = []
+    with load.btf_load(header + types + strings, log_level=1, log_out=out) as btf:
         assert objects.btf_info(btf).info.btf_size == len(header + types + strings)
+        assert objects.btf_info(btf).blob == header + types + strings
+    assert "magic: 0xeb9f" in out[0]
     bad_types = struct.pack("<III", 1, 1 << 24, 4) + struct.pack("<I", 64 << 16 | 33)  # offset 64 > size
     bad = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(bad_types), len(bad_types), len(strings))
     with pytest.raises(SyscallError) as exc:

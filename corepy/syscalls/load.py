@@ -144,11 +144,19 @@ def prog_load(
     raise AssertionError("unreachable")
 
 
-def btf_load(blob: bytes, *, log_level: int = 0, log_size: int | None = None, token_fd: FdLike | None = None) -> FD:
+def btf_load(
+    blob: bytes,
+    *,
+    log_level: int = 0,
+    log_size: int | None = None,
+    token_fd: FdLike | None = None,
+    log_out: list[str] | None = None,
+) -> FD:
     """BPF_BTF_LOAD: a kernel BTF object for ``blob``.
 
-    A refusal raises :class:`~corepy.errors.SyscallError` whose ``detail`` and
-    ``log`` attribute hold the kernel's BTF log.
+    With ``log_level`` > 0 the log of a successful load is appended to ``log_out``. A
+    refusal raises :class:`~corepy.errors.SyscallError` whose ``detail`` and ``log``
+    attribute hold the kernel's BTF log.
     """
     blob_buf = ctypes.create_string_buffer(bytes(blob), len(blob))
     attr = BTFLoadAttr(btf=ptr(blob_buf), btf_size=len(blob), btf_token_fd=fdnum(token_fd))
@@ -160,6 +168,8 @@ def btf_load(blob: bytes, *, log_level: int = 0, log_size: int | None = None, to
 
     fd, err, log = _load(Cmd.BTF_LOAD, attr, set_log, log_level, log_size)
     if fd >= 0:
+        if log_out is not None and log:
+            log_out.append(log)
         return FD(fd, "btf")
     detail = f"BTF blob of {len(blob)} bytes"
     if log.strip():
