@@ -1,0 +1,259 @@
+"""BPF ring buffer consumer (BPF_MAP_TYPE_RINGBUF), in pure Python over mmap.
+
+The kernel maps a ring buffer map as: page 0, the consumer position (read-write, ours);
+page 1, the producer position (read-only); then the data area, mapped twice in a row so a
+record never wraps for the reader. Each record starts with an 8-byte header — ``len``
+(u32, bit 31 BUSY: not committed yet, bit 30 DISCARD) and ``pgoff`` (u32, the kernel's) —
+and the next one starts 8-byte aligned. We walk headers from the consumer position up to
+the producer position, stop at a BUSY record, skip DISCARDed ones, hand the rest over and
+store the new consumer position (a native 8-byte store) for the producer to reuse the space.
+
+Memory ordering: loads and stores go through ``memoryview`` (plain aligned loads/stores),
+which is enough on x86-64 (TSO); weakly ordered CPUs would need acquire/release barriers
+CPython cannot issue.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from .errors import CorepyError, raise_for_errno
+from .poller import Decoder, EventBuffer, resolve_decoder
+
+__all__ = ["RingBuffer", "BUSY_BIT", "DISCARD_BIT", "HEADER_SIZE"]
+
+BUSY_BIT = 1 << 31
+"""Record header ``len`` bit: reserved, not yet submitted or discarded."""
+DISCARD_BIT = 1 << 30
+"""Record header ``len`` bit: discarded by the producer; skipped."""
+HEADER_SIZE = 8
+"""``struct bpf_ringbuf_hdr``: u32 len, u32 pg_off."""
+_LEN_MASK = ~(BUSY_BIT | DISCARD_BIT) & 0xFFFFFFFF
+_FLAGS = BUSY_BIT | DISCARD_BIT
+_PAGE = mmap.PAGESIZE
+_RINGBUF = 27  # MapType.RINGBUF
+
+
+def _map_facts(map: Any) -> tuple[int, str, int, int, Any]:
+    """(fd, name, type, max_entries, btf) of a :class:`~corepy.maps.Map`, an ``FD`` or an int fd."""
+    if hasattr(map, "max_entries") and hasattr(map, "fileno"):
+        return map.fileno(), map.name, int(map.type), map.max_entries, getattr(map, "btf", None)
+    from .maps import MapInfo
+
+    fd = map if isinstance(map, int) else map.fileno()
+    info = MapInfo.of(fd)
+    return fd, info.name, int(info.type), info.max_entries, None
+
+
+class _Ring:
+    """One mapped ring buffer and what to do with its records."""
+
+    def __init__(self, fd: int, name: str, size: int, callback: Callable[[Any], Any] | None,
+                 decode: Decoder | None, batch_struct: struct.Struct | None, batch: bool, queue: Any):
+        if size <= 0 or size & (size - 1) or size % _PAGE:
+            raise CorepyError(f"ring buffer {name!r}: size {size} is not a power-of-2 multiple of the page size")
+        self.name, self.size, self.mask = name, size, size - 1
+        self._consumer_map = self._producer_map = None
+        try:
+            self._consumer_map = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+            self._producer_map = mmap.mmap(fd, _PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=_PAGE)
+        except OSError as e:
+            self.close()
+            raise_for_errno("mmap", e.errno or errno.EINVAL, f"ring buffer {name!r} ({size} bytes, fd {fd})")
+        self.consumer = memoryview(self._consumer_map).cast("Q")
+        producer = memoryview(self._producer_map)
+        self.producer = producer[:8].cast("Q")
+        self.data = producer[_PAGE:]
+        self.words = self.data.cast("I")
+        self.callback = callback
+        self.decode = decode
+        self.batch = batch
+        self.queue = queue
+        self.copy = callback is None  # queued records outlive the commit: copy them
+        if callback is None:
+            self.callback = queue.append
+            self.batch = False
+        self._batch_structs: dict[int, struct.Struct] = {}
+        self._user_struct = batch_struct
+
+    # --- positions --------------------------------------------------------
+    def available(self) -> int:
+        """Bytes between the consumer and the producer position (records not yet consumed)."""
+        return self.producer[0] - self.consumer[0]
+
+    # --- consuming --------------------------------------------------------
+    def consume(self) -> int:
+        if self.batch:
+            return self._consume_batches()
+        return self._consume_each()
+
+    def _consume_each(self) -> int:
+        """One callback per record, committing after each (as libbpf does)."""
+        consumer, producer, words, data = self.consumer, self.producer, self.words, self.data
+        mask, callback, decode, copy = self.mask, self.callback, self.decode, self.copy
+        cons = consumer[0]
+        count = 0
+        while True:
+            prod = producer[0]
+            if cons >= prod:
+                return count
+            while cons < prod:
+                off = cons & mask
+                length = words[off >> 2]
+                if length & _FLAGS:
+                    if length & BUSY_BIT:
+                        return count
+                    cons += ((length & _LEN_MASK) + 15) & ~7
+                    consumer[0] = cons
+                    continue
+                cons += (length + 15) & ~7
+                off += 8
+                try:
+                    if decode is not None:
+                        callback(decode(data, off))
+                    elif copy:
+                        callback(bytes(data[off:off + length]))
+                    else:
+                        callback(data[off:off + length])
+                finally:
+                    consumer[0] = cons
+                count += 1
+
+    def _consume_batches(self) -> int:
+        """One callback per walk up to the producer position, with every record of it;
+        the consumer position is committed once per batch."""
+        consumer, producer, words, data = self.consumer, self.producer, self.words, self.data
+        mask, callback, decode = self.mask, self.callback, self.decode
+        user_struct = self._user_struct
+        cons = consumer[0]
+        count = 0
+        while True:
+            prod = producer[0]
+            if cons >= prod:
+                return count
+            records: list[Any] = []
+            busy = False
+            if user_struct is not None:
+                cons, records = self._uniform_batch(cons, prod)
+            while cons < prod:
+                off = cons & mask
+                length = words[off >> 2]
+                if length & _FLAGS:
+                    if length & BUSY_BIT:
+                        busy = True
+                        break
+                    cons += ((length & _LEN_MASK) + 15) & ~7
+                    continue
+                cons += (length + 15) & ~7
+                off += 8
+                records.append(data[off:off + length] if decode is None else decode(data, off))
+            try:
+                if records:
+                    callback(records)
+            finally:
+                consumer[0] = cons
+            count += len(records)
+            if busy:
+                return count
+
+    def _uniform_batch(self, cons: int, prod: int) -> tuple[int, list[Any]]:
+        """Fast path for struct-decoded batches: a run of same-length committed records is
+        unpacked in one ``iter_unpack`` (the data area is mapped twice: the run is contiguous)."""
+        words, mask = self.words, self.mask
+        off = cons & mask
+        length = words[off >> 2]
+        if length & _FLAGS or length < self._user_struct.size:  # type: ignore[union-attr]
+            return cons, []
+        stride = (length + 15) & ~7
+        n = (prod - cons) // stride
+        if n < 2:
+            return cons, []
+        headers = words[off >> 2:(off + n * stride) >> 2:stride >> 2].tolist()
+        if headers.count(length) != n:  # a BUSY, DISCARDed or different record in the run
+            n = headers.index(next(h for h in headers if h != length))
+            if n < 2:
+                return cons, []
+        unpacker = self._batch_structs.get(stride)
+        if unpacker is None:
+            unpacker = self._batch_structs[stride] = _strided(self._user_struct, stride)  # type: ignore[arg-type]
+        records = list(unpacker.iter_unpack(self.data[off:off + n * stride]))
+        return cons + n * stride, records
+
+    def close(self) -> None:
+        for view in ("consumer", "producer", "words", "data"):
+            v = self.__dict__.pop(view, None)
+            if v is not None:
+                v.release()
+        for name in ("_consumer_map", "_producer_map"):
+            m = getattr(self, name, None)
+            if m is not None:
+                try:
+                    m.close()
+                except BufferError:
+                    pass  # a record view handed out is still alive: unmapped when it goes
+                setattr(self, name, None)
+
+
+def _strided(user: struct.Struct, stride: int) -> struct.Struct:
+    """``user``'s layout preceded by the 8-byte record header and padded to ``stride``."""
+    fmt = user.format
+    order = fmt[0] if fmt[:1] in ("@", "=", "<", ">", "!") else "@"
+    body = fmt[1:] if fmt[:1] in ("@", "=", "<", ">", "!") else fmt
+    result = struct.Struct(f"{order}8x{body}")
+    pad = stride - result.size
+    if pad < 0:
+        raise CorepyError(f"record struct {fmt!r} is longer than the records ({stride - 8} bytes)")
+    return struct.Struct(f"{order}8x{body}{pad}x") if pad else result
+
+
+class RingBuffer(EventBuffer):
+    """Consumer of one or more BPF ring buffers behind one epoll set.
+
+    ``RingBuffer(map, callback)`` or ``RingBuffer()`` then :meth:`add` per map. The
+    callback gets each record as a zero-copy ``memoryview`` valid only during the call,
+    or decoded when ``record_type`` is given (a BTF type name or id, looked up in
+    ``btf`` or the map's BTF, a :class:`~corepy.btf.codec.Codec`, or a ``struct.Struct``
+    giving tuples). ``batch=True`` calls it once per walk with a list of records and
+    commits the consumer position once per batch. Without a callback, records are
+    copied (``bytes``) or decoded into a queue read by ``async for`` or :meth:`records`.
+    The buffer does not own the maps: close them yourself (after or before this).
+    """
+
+    def __init__(self, map: Any = None, callback: Callable[[Any], Any] | None = None, *,
+                 record_type: Any = None, batch: bool = False, btf: Any = None):
+        super().__init__()
+        self._rings: list[_Ring] = []
+        if map is not None:
+            try:
+                self.add(map, callback, record_type=record_type, batch=batch, btf=btf)
+            except BaseException:
+                self.close()
+                raise
+
+    def add(self, map: Any, callback: Callable[[Any], Any] | None = None, *,
+            record_type: Any = None, batch: bool = False, btf: Any = None) -> None:
+        """Consume ring buffer ``map`` (a Map or an fd) too, with its own callback and decoding."""
+        fd, name, map_type, size, map_btf = _map_facts(map)
+        if map_type != _RINGBUF:
+            raise CorepyError(f"map {name!r} is not a ring buffer (BPF_MAP_TYPE_RINGBUF); its type is {map_type}")
+        decode, batch_struct = resolve_decoder(record_type, btf if btf is not None else map_btf,
+                                               f"ring buffer {name!r}")
+        ring = _Ring(fd, name, size, callback, decode, batch_struct, batch, self._queue)
+        try:
+            self._register(ring, fd)
+        except BaseException:
+            ring.close()
+            raise
+        self._rings.append(ring)
+
+    def available(self, index: int = 0) -> int:
+        """Unconsumed bytes (headers included) in the ``index``-th ring added."""
+        return self._rings[index].available()
+
+    def close(self) -> None:
+        super().close()
+        self._rings = []
