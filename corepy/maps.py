@@ -448,12 +448,14 @@ class Map:
         try:
             m = cls.create(spec.type, spec.key_size, spec.value_size, max_entries, name=spec.kernel_name or spec.name,
                            flags=spec.flags, map_extra=spec.map_extra, numa_node=spec.numa_node, inner_map=inner,
-                           btf=btf if btf_fd is not None or key_type_id or value_type_id else None, btf_fd=btf_fd,
+                           btf=None if spec.internal else btf, btf_fd=btf_fd,
                            key_type_id=key_type_id, value_type_id=value_type_id)
         finally:
             if inner is not None:
                 inner.close()
         m.name = spec.name
+        if spec.internal:  # global data is typed per variable (corepy.collection.Globals): bytes here
+            m._setup(m._kconv, _BytesConv(m.value_size, f"map {spec.name!r} value"))
         return m
 
     @classmethod
