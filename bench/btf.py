@@ -9,6 +9,7 @@ on Debian's libbpf1, also in a fresh process. Reported:
 - ``libbpf_ms``: ``btf__parse`` of the same file; ``ratio`` = open_ms / libbpf_ms
 - ``lookup1000_ms``: 1,000 struct lookups by name with their members decoded (fresh BTF)
 - ``libbpf_lookup1000_ms``: the same names with ``btf__find_by_name_kind`` (a linear scan in libbpf)
+- ``cached_open_ms``: open + index when the on-disk index cache holds this blob (``cache=True``)
 - ``rss_mb``: peak RSS (VmHWM) growth of the corepy process across the open + index, imports excluded
 
 Medians of ``--runs`` fresh processes. Usage: ``python bench/btf.py [--runs N] [PATH]``.
@@ -30,7 +31,7 @@ LOOKUPS = 1000
 _CHILD_COREPY = r"""
 import json, sys, time
 T = time.perf_counter
-path, names_file = sys.argv[1], sys.argv[2]
+path, names_file, cache = sys.argv[1], sys.argv[2], sys.argv[3:] == ["cache"]
 def peak_kb():  # VmHWM: this process's peak RSS (ru_maxrss would include the forking parent's)
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
@@ -38,7 +39,7 @@ t0 = T()
 from corepy.btf import BTF, Kind
 t1 = T()
 rss0 = peak_kb()
-btf = BTF.from_file(path)
+btf = BTF.from_file(path, cache=cache)
 btf.ids_by_name("task_struct")
 t2 = T()
 rss1 = peak_kb()
@@ -82,9 +83,9 @@ print(json.dumps(dict(parse_ms=(t1 - t0) * 1e3, lookup_ms=(t3 - t2) * 1e3, types
 """
 
 
-def child(code: str, path: str, names_file: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, path, names_file], check=True, capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+def child(code: str, path: str, names_file: str, *extra: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, path, names_file, *extra], check=True, capture_output=True,
+                         text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -109,11 +110,14 @@ def main() -> int:
     import tempfile
 
     names = struct_names(args.path, LOOKUPS)
-    with tempfile.NamedTemporaryFile("w", suffix=".names") as f:
+    with tempfile.NamedTemporaryFile("w", suffix=".names") as f, tempfile.TemporaryDirectory() as cache_dir:
         f.write("\n".join(names))
         f.flush()
         ours = [child(_CHILD_COREPY, args.path, f.name) for _ in range(args.runs)]
         theirs = [child(_CHILD_LIBBPF, args.path, f.name) for _ in range(args.runs)]
+        env = dict(os.environ, COREPY_CACHE_DIR=cache_dir)
+        building = child(_CHILD_COREPY, args.path, f.name, "cache", env=env)  # writes the cache
+        cached = [child(_CHILD_COREPY, args.path, f.name, "cache", env=env) for _ in range(args.runs)]
 
     def med(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)
@@ -128,9 +132,14 @@ def main() -> int:
     print(f"libbpf btf__parse: median {libbpf_ms:.1f} ms (min {min(r['parse_ms'] for r in theirs):.1f})")
     print(f"lookups of {len(names)} structs: corepy {med(ours, 'lookup_ms'):.1f} ms, "
           f"libbpf btf__find_by_name_kind {med(theirs, 'lookup_ms'):.1f} ms")
+    cached_ms = med(cached, "open_ms")
+    print(f"with the on-disk index cache (COREPY_BTF_CACHE=1 / cache=True): open+index median {cached_ms:.1f} ms "
+          f"(first run, building and writing it: {building['open_ms']:.1f} ms), "
+          f"lookups {med(cached, 'lookup_ms'):.1f} ms, RSS growth {med(cached, 'rss_mb'):.1f} MB")
     print(f"open_ms={open_ms:.1f} whole_ms={whole_ms:.1f} libbpf_ms={libbpf_ms:.1f} ratio={open_ms / libbpf_ms:.1f} "
           f"whole_ratio={whole_ms / libbpf_ms:.1f} lookup1000_ms={med(ours, 'lookup_ms'):.1f} "
-          f"libbpf_lookup1000_ms={med(theirs, 'lookup_ms'):.1f} rss_mb={med(ours, 'rss_mb'):.1f}")
+          f"libbpf_lookup1000_ms={med(theirs, 'lookup_ms'):.1f} rss_mb={med(ours, 'rss_mb'):.1f} "
+          f"cached_open_ms={cached_ms:.1f} cached_ratio={cached_ms / libbpf_ms:.1f}")
     return 0
 
 

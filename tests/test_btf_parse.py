@@ -361,3 +361,73 @@ def test_from_file_errors(tmp_path: Path) -> None:
 def test_int_encoding_flags(vmlinux: BTF) -> None:
     assert vmlinux.find_one("_Bool", Kind.INT).encoding == IntEncoding.BOOL
     assert vmlinux.find_one("int", Kind.INT).signed
+
+
+# --- the on-disk index cache ---------------------------------------------------
+
+def _cache_files(d: Path) -> list[Path]:
+    return sorted(d.glob("btf-*.idx"))
+
+
+def _rewrite_cache(path: Path, edit) -> None:
+    """Re-marshal a cache file after ``edit(fields)`` with a valid checksum (a crafted, consistent-looking cache)."""
+    import marshal
+    import zlib
+
+    from corepy.btf import strings
+
+    head = len(strings._CACHE_MAGIC) + 4
+    fields = list(marshal.loads(path.read_bytes()[head:]))
+    edit(fields)
+    payload = marshal.dumps(tuple(fields))
+    path.write_bytes(strings._CACHE_MAGIC + zlib.crc32(payload).to_bytes(4, "little") + payload)
+
+
+def test_index_cache_round_trip(tmp_path: Path, monkeypatch) -> None:
+    from corepy.btf.strings import HashedNameIndex, NameIndex
+
+    monkeypatch.setenv("COREPY_CACHE_DIR", str(tmp_path))
+    blob = btf_blob("vmlinux-5.10.0-32")
+    plain = BTF.from_bytes(blob)
+    first = BTF.from_bytes(blob, cache=True)
+    first.ids_by_name("task_struct")
+    (path,) = _cache_files(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    second = BTF.from_bytes(blob, cache=True)
+    assert isinstance(second._index, HashedNameIndex)
+    names = sorted(plain.names())
+    assert sorted(second.names()) == names
+    for name in names[::37] + ["", "no_such_name", "task_struct", "page"]:
+        assert second.ids_by_name(name) == plain.ids_by_name(name)
+    for type_id in range(1, len(plain), 211):
+        assert second[type_id] == plain[type_id]
+    # the cache is keyed by content: another blob does not use it
+    other = BTF.from_bytes(btf_blob("vmlinux-6.1.0-56"), cache=True)
+    assert isinstance(other._index, type(None)) or isinstance(other._index, NameIndex)
+
+
+@pytest.mark.parametrize("damage", ["flip", "group-writable", "bad-chain", "wrong-size"])
+def test_index_cache_damage_is_never_trusted(tmp_path: Path, monkeypatch, damage: str) -> None:
+    from corepy.btf.strings import HashedNameIndex
+
+    monkeypatch.setenv("COREPY_CACHE_DIR", str(tmp_path))
+    blob = btf_blob("vmlinux-5.10.0-32")
+    plain = BTF.from_bytes(blob)
+    BTF.from_bytes(blob, cache=True).ids_by_name("x")
+    (path,) = _cache_files(tmp_path)
+    if damage == "flip":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "group-writable":
+        path.chmod(0o620)
+    elif damage == "bad-chain":  # every type "followed" by type 0: contradicts the blob's names
+        _rewrite_cache(path, lambda f: f.__setitem__(8, bytes(len(f[8]))))
+    else:
+        _rewrite_cache(path, lambda f: f.__setitem__(2, f[2] + 1))
+    cached = BTF.from_bytes(blob, cache=True)
+    if damage != "bad-chain":
+        assert not isinstance(cached._index, HashedNameIndex)
+    dup = next(n for n in sorted(plain.names()) if len(plain.ids_by_name(n)) > 1)
+    for name in (dup, "task_struct", "sk_buff"):
+        assert cached.ids_by_name(name) == plain.ids_by_name(name)

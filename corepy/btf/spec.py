@@ -16,14 +16,12 @@ import os
 import struct
 import sys
 from array import array
-from collections.abc import Callable, Iterator
-import operator
-from collections import Counter
-from itertools import repeat
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import BTFError, ObjectError
 from . import format as fmt
+from .strings import HashedNameIndex, NameIndex, blob_digest, load_cache, store_cache
 from .types import (
     COMPOSITE,
     MODIFIERS,
@@ -115,7 +113,8 @@ class BTF:
     ext: BTFExt | None
     """The matching .BTF.ext when parsed from an ELF object, else None."""
 
-    def __init__(self, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>"):
+    def __init__(self, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>",
+                 cache: bool = False):
         """Parse ``data``; prefer :meth:`from_bytes` / :meth:`from_file`."""
         self.base = base
         self.source = source
@@ -130,27 +129,41 @@ class BTF:
         self._str_total = self._str_base + self._str_len
         self._strtab = bytes(self._buf[self._str_start : self._str_start + self._str_len])
         self._str_cache: dict[int, str] = {}
-        self._offsets, self._name_offs = self._scan()
+        self._index: NameIndex | HashedNameIndex | None = None
+        self._cache_key: bytes | None = None
+        cached = None
+        if cache and base is None:
+            self._cache_key = blob_digest(self._buf)
+            cached = load_cache(self._cache_key, len(self._buf), self.start_id)
+        if cached is not None:
+            self._offsets, self._name_offs, slots, chain = cached
+            self._index = HashedNameIndex(slots, chain, self._name_offs, self._strtab)
+            self._cache_key = None  # nothing to store
+        else:
+            self._offsets, self._name_offs = self._scan()
         self._cache: list[Type | None] = [None] * len(self._offsets)
-        self._index: _NameIndex | None = None
         self._ptr_size: int | None = None
 
     # --- construction -----------------------------------------------------
     @classmethod
-    def from_bytes(cls, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>") -> BTF:
-        """Parse a raw BTF blob (header + types + strings). Raises BTFError."""
+    def from_bytes(cls, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>",
+                   cache: bool = False) -> BTF:
+        """Parse a raw BTF blob (header + types + strings). Raises BTFError.
+
+        ``cache``: reuse (or save) the type offsets and name index in the on-disk index cache,
+        keyed by the blob's SHA-256 (see :mod:`corepy.btf.strings`); base BTF only."""
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return cls(data, base=base, source=source)
+            return cls(data, base=base, source=source, cache=cache)
         finally:
             if gc_was_enabled:
                 gc.enable()
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, base: BTF | None = None) -> BTF:
+    def from_file(cls, path: str | os.PathLike[str], *, base: BTF | None = None, cache: bool = False) -> BTF:
         """Open a raw BTF file (e.g. /sys/kernel/btf/vmlinux) or an ELF file with a .BTF section
-        (its .BTF.ext, if any, becomes :attr:`ext`)."""
+        (its .BTF.ext, if any, becomes :attr:`ext`). ``cache`` as in :meth:`from_bytes`."""
         path = os.fspath(path)
         try:
             with open(path, "rb") as f:
@@ -161,7 +174,7 @@ class BTF:
                 data = _map_or_read(f)
         except OSError as e:
             raise BTFError(f"cannot read BTF file: {e.strerror or e}", source=path) from e
-        return cls.from_bytes(data, base=base, source=path)
+        return cls.from_bytes(data, base=base, source=path, cache=cache)
 
     @classmethod
     def _from_elf(cls, f, path: str, base: BTF | None) -> BTF:
@@ -187,10 +200,11 @@ class BTF:
 
     @classmethod
     def kernel(cls) -> BTF:
-        """The running kernel's /sys/kernel/btf/vmlinux, opened once per process and cached."""
+        """The running kernel's /sys/kernel/btf/vmlinux, opened once per process and cached
+        (with the on-disk index cache when ``COREPY_BTF_CACHE=1``)."""
         global _kernel
         if _kernel is None:
-            _kernel = cls.from_file(_KERNEL_BTF_PATH)
+            _kernel = cls.from_file(_KERNEL_BTF_PATH, cache=os.environ.get("COREPY_BTF_CACHE") == "1")
         return _kernel
 
     # --- parsing ----------------------------------------------------------
@@ -467,13 +481,16 @@ class BTF:
             raise self._err(f"type [{type_id}] has unknown linkage {value}", offset) from None
 
     # --- names ------------------------------------------------------------
-    def _name_index(self) -> _NameIndex:
+    def _name_index(self) -> NameIndex | HashedNameIndex:
         if self._index is None:
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
                 strtab = self._strtab if self.base is None else None
-                self._index = _NameIndex(self._name_offs, self._string_bytes, strtab)
+                index = self._index = NameIndex(self._name_offs, self._string_bytes, strtab)
+                if self._cache_key is not None:
+                    hashed = index.hashed(self._strtab)
+                    store_cache(self._cache_key, len(self._buf), self.start_id, self._offsets, self._name_offs, hashed)
             finally:
                 if gc_was_enabled:
                     gc.enable()
@@ -481,15 +498,16 @@ class BTF:
 
     def ids_by_name(self, name: str) -> list[int]:
         """Ids of all types (this blob and base) whose name is exactly ``name``, ascending."""
-        key = name.encode()
         found = self.base.ids_by_name(name) if self.base is not None else []
-        index = self._name_index()
-        own: list[int] = []
-        for off in index.string_offsets(key):
-            own += index.positions(off)
-        if len(own) > 1:
-            own.sort()
-        return found + [self.start_id + i for i in own]
+        positions = self._name_index().positions(name.encode())
+        if positions is None:  # a cached index that contradicts the blob: forget it, index afresh
+            self._offsets, self._name_offs = self._scan()
+            self._cache = [None] * len(self._offsets)
+            self._index = None
+            self._cache_key = blob_digest(self._buf)  # and replace it on disk
+            positions = self._name_index().positions(name.encode())
+        start = self.start_id
+        return found + [start + i for i in positions]  # type: ignore[union-attr]
 
     def find(self, name: str, kind: Kind | None = None) -> list[Type]:
         """Types named ``name`` (optionally of ``kind``), ascending id."""
@@ -512,9 +530,12 @@ class BTF:
         if self.base is not None:
             seen.update(self.base.names())
             yield from seen
-        for off in self._name_index().named_offsets():
-            name = self.string(off)
-            if name and name not in seen:
+        for raw in self._name_index().names():
+            try:
+                name = raw.decode()
+            except UnicodeDecodeError:
+                raise self._err(f"type name {raw!r} is not valid UTF-8") from None
+            if name not in seen:
                 seen.add(name)
                 yield name
 
@@ -629,66 +650,6 @@ class BTF:
     def type_bytes(self) -> memoryview:
         """This blob's type section, raw."""
         return self._buf[self._type_start : self._type_end]
-
-
-class _NameIndex:
-    """Which types carry which name, built with C-level passes only.
-
-    ``string_offsets`` maps a name to the offsets its types use; ``positions`` maps a
-    name offset to the positions (id - start_id) of the types using it.
-    """
-
-    def __init__(self, name_offs: array, string_bytes: Callable[[int], bytes], strtab: bytes | None):
-        self._name_offs = name_offs
-        self._last: dict[int, int] = dict(zip(name_offs, range(len(name_offs))))
-        self._counts = Counter(name_offs)
-        self._shared: dict[int, list[int]] = {}
-        offs = list(self._last)
-        names: list[bytes] | None = None
-        if strtab is not None:  # no base: every offset is into strtab, slice them all at C speed
-            try:
-                names = list(map(strtab.__getitem__, map(slice, offs, map(strtab.index, repeat(0), offs))))
-            except ValueError:  # an offset past the last NUL: fall back to the checked path
-                names = None
-        if names is None:
-            names = []
-            for off in offs:
-                try:
-                    names.append(string_bytes(off))
-                except BTFError:
-                    names.append(b"")  # reported when the type is decoded
-        self._names: dict[bytes, int] = dict(zip(names, offs))
-        self._more_names: dict[bytes, list[int]] = {}
-        if len(self._names) != len(names):  # one name stored at several offsets
-            for name, off in zip(names, offs):
-                self._more_names.setdefault(name, []).append(off)
-
-    def string_offsets(self, key: bytes) -> list[int]:
-        """The name offsets whose string is ``key``."""
-        more = self._more_names.get(key)
-        if more is not None:
-            return more
-        off = self._names.get(key)
-        return [] if off is None else [off]
-
-    def positions(self, name_off: int) -> list[int]:
-        last = self._last.get(name_off)
-        if last is None:
-            return []
-        if self._counts[name_off] == 1:
-            return [last]
-        shared = self._shared.get(name_off)
-        if shared is None:
-            shared, i, find = [], -1, self._name_offs.index
-            while i != last:
-                i = find(name_off, i + 1)
-                shared.append(i)
-            self._shared[name_off] = shared
-        return list(shared)
-
-    def named_offsets(self) -> Iterator[int]:
-        """Distinct non-zero name offsets, in order of first use."""
-        return (off for off in self._last if off)
 
 
 def _map_or_read(f) -> bytes | memoryview:
