@@ -1,0 +1,239 @@
+"""Parsing .bpf.o files into ObjectSpec: checked against llvm-objdump-19 and libbpf 1.1 (the oracle)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from corepy.errors import BTFError, ObjectError
+from corepy.object.parse import internal_map_name, object_name
+from corepy.object.spec import ObjectSpec
+from corepy.syscalls.uapi import MapFlag, MapType, ProgType
+from test_object_support import fixture_objects, link_object, run_oracle
+
+OBJDUMP = shutil.which("llvm-objdump-19")
+
+
+def all_objects() -> list[Path]:
+    return fixture_objects() + [link_object()]
+
+
+@pytest.fixture(params=[p.name for p in fixture_objects()] + ["link"])
+def object_path(request) -> Path:
+    return link_object() if request.param == "link" else next(p for p in fixture_objects() if p.name == request.param)
+
+
+def test_fixtures_exist():
+    assert len(fixture_objects()) >= 3, "fixtures/*.bpf.o missing: run `make fixtures`"
+
+
+@pytest.mark.skipif(OBJDUMP is None, reason="llvm-objdump-19 not installed")
+def test_programs_match_objdump_symbols(object_path):
+    """Every global function in a code section other than .text is a program, in its section."""
+    obj = ObjectSpec.from_file(str(object_path))
+    out = subprocess.run([OBJDUMP, "-t", "-h", str(object_path)], capture_output=True, text=True, check=True).stdout
+    code_sections = set(re.findall(r"^\s*\d+ (\S+)\s+[0-9a-f]+ [0-9a-f]+ TEXT$", out, re.M))
+    expected = {}
+    for m in re.finditer(r"^[0-9a-f]+ g\s+F (\S+)\s+[0-9a-f]+ (\S+)$", out, re.M):
+        section, name = m.groups()
+        if section != ".text":
+            expected[name] = section
+    assert {n: p.function.section for n, p in obj.programs.items()} == expected
+    assert {f.section for f in obj.functions} <= code_sections
+    for p in obj.programs.values():
+        assert p.section == p.function.section.lstrip("?")
+        assert p.autoload == (not p.function.section.startswith("?"))
+
+
+def test_maps_and_programs_match_libbpf(object_path):
+    """Map definitions and program types as libbpf 1.1 sees them after bpf_object__open."""
+    obj = ObjectSpec.from_file(str(object_path))
+    seen = run_oracle(object_path)
+    mine = {m.kernel_name if m.internal else m.name: m for m in obj.maps.values()}
+    assert set(mine) == set(seen["maps"])
+    for name, lib in seen["maps"].items():
+        m = mine[name]
+        got = dict(type=int(m.type), key=m.key_size, value=m.value_size, max=m.max_entries, flags=m.flags,
+                   numa=m.numa_node, extra=m.map_extra, btf_key=m.key_type_id, btf_value=m.value_type_id)
+        assert got == {k: lib[k] for k in got}, name
+    assert set(obj.programs) == set(seen["progs"])
+    for name, lib in seen["progs"].items():
+        p = obj.programs[name]
+        assert (int(p.autoload), len(p.insns), p.section) == (lib["autoload"], lib["n"], lib["sec"]), name
+        if lib["type"] == 0:  # a SEC() newer than libbpf 1.1 (tcx/, netkit/...): our table knows it
+            assert p.prog_type != ProgType.UNSPEC, name
+            continue
+        assert (int(p.prog_type), int(p.expected_attach_type or 0)) == (lib["type"], lib["attach"]), name
+
+
+def test_link_object_contents():
+    obj = ObjectSpec.from_file(str(link_object()), name="linktest")
+    assert obj.name == "linktest" and obj.license == "GPL"
+    assert set(obj.programs) == {"handle_write", "on_exec", "tail_target", "optional_prog", "xdp_pass", "xdp_drop"}
+    hw = obj.programs["handle_write"]
+    assert (hw.prog_type, hw.attach_to, hw.autoload) == (ProgType.TRACEPOINT, "syscalls/sys_enter_write", True)
+    assert obj.programs["optional_prog"].autoload is False
+    assert obj.programs["on_exec"].attach_to == "sched_process_exec"
+    assert obj.btf.find("handle_write")[0].id == hw.btf_func_id
+    assert [f.name for f in obj.functions if not f.is_program] == ["global_sub", "helper_add", "loop_cb"]
+
+    outer, jmp = obj.maps["outer"], obj.maps["jmp"]
+    assert outer.type == MapType.ARRAY_OF_MAPS and outer.values == {0: "in1", 2: "in2"}
+    assert outer.inner is not None and outer.inner.name == "outer.inner"
+    assert (outer.inner.type, outer.inner.max_entries, outer.inner.value_size) == (MapType.ARRAY, 4, 8)
+    assert jmp.values == {1: "tail_target"}
+    assert obj.maps["rb"].max_entries == 8192  # 5000 rounded up to a power-of-2 number of pages
+
+    rodata, data, bss = obj.maps[".rodata"], obj.maps[".data"], obj.maps[".bss"]
+    assert rodata.kernel_name == "linktest.rodata" and rodata.readonly
+    assert rodata.flags & MapFlag.RDONLY_PROG and rodata.flags & MapFlag.MMAPABLE
+    assert obj.maps[".data.custom"].kernel_name == ".data.custom"
+    assert obj.maps[".kconfig"].kernel_name == "linktes.kconfig" and obj.maps[".kconfig"].readonly
+    assert bytes(bss.data) == bytes(bss.value_size)
+
+    v = obj.variables
+    assert v["counter"].value == 5 and v["arr"].value == [1, 2, 3, 4]
+    assert v["cfg_name"].value == "hello" and v["target_pid"].value == 0 and v["hits"].value == 0
+    v["target_pid"].value = 1234
+    v["cfg_name"].value = "bye"
+    v["hits"].value = 2**40
+    assert struct.unpack_from("<i", rodata.data, v["target_pid"].offset)[0] == 1234
+    assert rodata.data[v["cfg_name"].offset:v["cfg_name"].offset + 4] == b"bye\0"
+    assert struct.unpack_from("<Q", bss.data, 0)[0] == 2**40 and v["hits"].value == 2**40
+    assert data.data == bytearray(b"\x05\0\0\0")
+    with pytest.raises(BTFError):
+        v["cfg_name"].value = "x" * 17
+
+    names = [e.name for e in obj.externs.values()]
+    # libbpf's order: kconfig first (by alignment desc, size asc, name), then ksyms by name
+    assert names == ["CONFIG_COREPY_NOT_THERE", "CONFIG_NF_CONNTRACK", "LINUX_KERNEL_VERSION",
+                     "CONFIG_BPF_SYSCALL", "CONFIG_DEFAULT_HOSTNAME", "bpf_task_acquire", "bpf_task_release",
+                     "init_task"]
+    assert [obj.externs[n].offset for n in names[:5]] == [0, 4, 8, 12, 13]
+    assert obj.maps[".kconfig"].value_size == 29
+    assert obj.externs["init_task"].typeless and obj.externs["bpf_task_acquire"].is_func
+
+
+def test_prepared_btf_has_datasec_layout():
+    """DATASEC sizes/offsets filled from the ELF, externs given loadable linkage (as libbpf)."""
+    obj = ObjectSpec.from_file(str(link_object()))
+    btf = obj.btf
+    rodata = btf.find(".rodata")[0]
+    assert rodata.size == obj.maps[".rodata"].value_size
+    offsets = {btf[v.type_id].name: v.offset for v in rodata.vars}
+    assert offsets["cfg_name"] == obj.variables["cfg_name"].offset == 4
+    kcfg = btf.find(".kconfig")[0]
+    assert kcfg.size == 29 and all(btf[v.type_id].linkage == 1 for v in kcfg.vars)
+    ksyms = btf.find(".ksyms")[0]
+    assert [v.offset for v in ksyms.vars] == [0, 4, 8] and ksyms.size == 12
+    dummy = btf[len(btf) - 1]
+    assert dummy.name == "dummy_ksym" and all(btf[v.type_id].kind.name == "VAR" for v in ksyms.vars)
+    assert obj.btf_fixups == btf.raw_bytes()
+
+
+@pytest.mark.parametrize("obj_name, section, expected", [
+    ("minimal", ".bss", "minimal.bss"),
+    ("bootstrap", ".rodata", "bootstra.rodata"),
+    ("a", ".kconfig", "a.kconfig"),
+    ("very_long_object", ".kconfig", "very_lo.kconfig"),
+    ("x", ".rodata.str1.1", ".rodata.str1.1"),
+    ("x", ".data.a_very_long_name", ".data.a_very_lo"),
+    ("my-obj", ".data", "my_obj.data"),
+])
+def test_internal_map_name(obj_name, section, expected):
+    assert internal_map_name(obj_name, section) == expected
+
+
+def test_object_name():
+    assert object_name("/a/b/minimal.bpf.o") == "minimal"
+
+
+# --- bad input --------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ObjectError, match="cannot read object file") as e:
+        ObjectSpec.from_file(str(tmp_path / "nope.o"))
+    assert e.value.path == str(tmp_path / "nope.o")
+
+
+def test_not_elf(tmp_path):
+    p = tmp_path / "x.o"
+    p.write_bytes(b"hello world" * 10)
+    with pytest.raises(ObjectError, match="not an ELF"):
+        ObjectSpec.from_file(str(p))
+
+
+@pytest.mark.parametrize("cut", [20, 64, 200, 1000, 4000])
+def test_truncated_elf(tmp_path, cut):
+    data = link_object().read_bytes()
+    p = tmp_path / "t.o"
+    p.write_bytes(data[:cut])
+    with pytest.raises((ObjectError, BTFError)):
+        ObjectSpec.from_file(str(p))
+
+
+def test_wrong_machine(tmp_path):
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc not installed")
+    src = tmp_path / "a.c"
+    src.write_text("int f(void) { return 1; }\n")
+    subprocess.run([gcc, "-c", str(src), "-o", str(tmp_path / "a.o")], check=True)
+    with pytest.raises(ObjectError, match="not a BPF object"):
+        ObjectSpec.from_file(str(tmp_path / "a.o"))
+
+
+def test_corrupt_btf(tmp_path):
+    data = bytearray(link_object().read_bytes())
+    from corepy.object.elf import read_elf
+
+    sec = read_elf(bytes(data)).section(".BTF")
+    start = data.find(sec.data)
+    struct.pack_into("<I", data, start + 4, 0xFFFF)  # hdr_len past the blob
+    p = tmp_path / "c.o"
+    p.write_bytes(bytes(data))
+    with pytest.raises(BTFError, match="header length"):
+        ObjectSpec.from_file(str(p))
+
+
+def test_unknown_map_field(tmp_path):
+    from test_object_support import build_bpf
+
+    path = build_bpf("badmap", r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, int); __type(value, int);
+         __uint(bogus, 3); } m SEC(".maps");
+SEC("xdp") int p(void *ctx) { return bpf_map_lookup_elem(&m, &(int){0}) ? 1 : 2; }
+char LICENSE[] SEC("license") = "GPL";
+""")
+    with pytest.raises(ObjectError, match="map 'm': unknown field 'bogus'"):
+        ObjectSpec.from_file(str(path))
+
+
+def test_unknown_section_leaves_type_unspec(tmp_path):
+    from test_object_support import build_bpf
+
+    path = build_bpf("oddsec", r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("weird/thing") int p(void *ctx) { return 0; }
+char LICENSE[] SEC("license") = "GPL";
+""")
+    obj = ObjectSpec.from_file(str(path))
+    p = obj.programs["p"]
+    assert p.prog_type == ProgType.UNSPEC and p.section == "weird/thing" and p.autoload
+
+
+def test_lookup_errors_name_choices():
+    obj = ObjectSpec.from_file(str(link_object()))
+    with pytest.raises(ObjectError, match="no program named 'nope'; programs: .*handle_write"):
+        obj.program("nope")
+    with pytest.raises(ObjectError, match="no map named 'nope'"):
+        obj.map("nope")
