@@ -27,14 +27,19 @@ def oracle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tricky(tmp_path_factory) -> Path:
-    return build_corner_objects(tmp_path_factory) / "core_tricky.bpf.o"
+def corner(tmp_path_factory) -> Path:
+    return build_corner_objects(tmp_path_factory)
+
+
+ORDER_BUG = pytest.mark.xfail(strict=True, reason=(
+    "corepy.object.relocate_core walks functions in ELF section order (.text first) while libbpf "
+    "walks .BTF.ext sections in their order; candidate narrowing makes the results differ"))
 
 
 @pytest.mark.parametrize("target", ["running", "vmlinux-5.10.0-32"])
-@pytest.mark.parametrize("which", ["core_zoo", "tricky"])
-def test_explain_json_agrees_with_libbpf_log(oracle, tricky, which, target):
-    obj = tricky if which == "tricky" else fixture_obj("core_zoo")
+@pytest.mark.parametrize("which", ["core_zoo", "core_tricky", pytest.param("core_order", marks=ORDER_BUG)])
+def test_explain_json_agrees_with_libbpf_log(oracle, corner, which, target):
+    obj = fixture_obj(which) if which == "core_zoo" else corner / f"{which}.bpf.o"
     args = ["explain", obj, "--json"] + ([] if target == "running" else ["--btf", btf_path(target)])
     proc = corepy(*args)
     assert proc.returncode == 0, proc.stderr
@@ -86,9 +91,9 @@ def test_check_fails_on_unguarded_poison():
     assert "poisoned unguarded" in proc.stdout
 
 
-def test_check_reports_a_relocation_libbpf_refuses(tricky):
+def test_check_reports_a_relocation_libbpf_refuses(corner):
     """irq_info.irq is ambiguous on 5.10 (libbpf: field offset ambiguity), fine here."""
-    obj = tricky.parent / "core_ambiguous.bpf.o"
+    obj = corner / "core_ambiguous.bpf.o"
     proc = corepy("check", obj, "--btf", KERNEL_BTF, BTF_DIR / "vmlinux-5.10.0-32.btf.xz")
     assert proc.returncode == 1
     assert "vmlinux: ok" in proc.stdout
