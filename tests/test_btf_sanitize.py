@@ -5,7 +5,6 @@ offsets, and the kernel's BPF_BTF_LOAD accepting the results."""
 from __future__ import annotations
 
 import shutil
-import struct
 import subprocess
 from dataclasses import fields
 from pathlib import Path
@@ -17,10 +16,11 @@ from conftest import requires_root
 from corepy.btf.sanitize import BTFFeatures, fixup_datasecs, needs_sanitizing, sanitize
 from corepy.btf.spec import BTF
 from corepy.btf.types import (
-    Array, Const, Datasec, DeclTag, Enum, Enum64, EnumValue, Float, Func, FuncProto, Fwd, Int,
-    IntEncoding, Linkage, Member, Param, Ptr, Restrict, Struct, Type, Typedef, TypeTag, Union,
-    Var, VarSecinfo, Volatile,
+    Const, Datasec, DeclTag, Enum, Enum64, EnumValue, Float, Func, FuncProto, Int,
+    IntEncoding, Linkage, Member, Param, Ptr, Struct, Type, Typedef, TypeTag, Union,
+    Var, VarSecinfo,
 )
+from corepy.btf.writer import write_btf
 from corepy.errors import BTFError, SyscallError
 
 CLANG = shutil.which("clang-19") or shutil.which("clang")
@@ -222,7 +222,7 @@ def test_sanitized_object_round_trips_through_the_parser(compiled: Path) -> None
     types = sanitize(fixed_types(compiled), NONE_SUPPORTED)
     kinds = {type(t) for t in types}
     assert not kinds & {Var, Datasec, Float, DeclTag, TypeTag, Enum64, FuncProto, Func}
-    parsed = list(BTF.from_bytes(encode(types)).types())
+    parsed = list(BTF.from_bytes(write_btf(types)).types())
     assert [_without_offsets(t) for t in parsed] == [_without_offsets(t) for t in types]
 
 
@@ -233,87 +233,25 @@ def test_kernel_loads_the_result(compiled: Path, features: str) -> None:
 
     raw = list(BTF.from_file(str(compiled)).types())
     with pytest.raises(SyscallError):  # control: DATASEC size 0 is refused
-        btf_load(encode(raw)).close()
+        btf_load(write_btf(raw)).close()
     types = fixed_types(compiled)
     if features == "none":
         types = sanitize(types, NONE_SUPPORTED)
-    fd = btf_load(encode(types))
+    fd = btf_load(write_btf(types))
     try:
         assert fd.fileno() >= 0
     finally:
         fd.close()
 
 
-# --- test-only encoder (the project's BTF writer is another module) -----------------------
+# --- helpers -------------------------------------------------------------------------------
 
 def _without_offsets(t: Type) -> Type:
     from dataclasses import replace
 
     t = replace(t, name_off=-1)
-    for attr, cls in (("members", Member), ("values", EnumValue), ("params", Param)):
+    for attr in ("members", "values", "params"):
         items = getattr(t, attr, None)
         if items is not None:
             t = replace(t, **{attr: tuple(replace(i, name_off=-1) for i in items)})
     return t
-
-
-def encode(types: list[Type]) -> bytes:
-    """Raw little-endian BTF for ``types`` (ids 1..n in order), names interned afresh."""
-    strings, offsets, out = bytearray(b"\0"), {"": 0}, bytearray()
-
-    def s(name: str) -> int:
-        if name not in offsets:
-            offsets[name] = len(strings)
-            strings.extend(name.encode() + b"\0")
-        return offsets[name]
-
-    def head(t: Type, vlen: int, kflag: bool, size_or_type: int) -> None:
-        out.extend(struct.pack("<III", s(t.name), int(kflag) << 31 | int(t.kind) << 24 | vlen, size_or_type))
-
-    for t in types:
-        if isinstance(t, Int):
-            head(t, 0, False, t.size)
-            out.extend(struct.pack("<I", int(t.encoding) << 24 | t.bit_offset << 16 | t.bits))
-        elif isinstance(t, (Ptr, Typedef, Const, Volatile, Restrict, TypeTag)):
-            head(t, 0, False, t.type_id)
-        elif isinstance(t, Array):
-            head(t, 0, False, 0)
-            out.extend(struct.pack("<III", t.type_id, t.index_type_id, t.nelems))
-        elif isinstance(t, (Struct, Union)):
-            head(t, len(t.members), t.kind_flag, t.size)
-            for m in t.members:
-                off = m.bitfield_size << 24 | m.bit_offset if t.kind_flag else m.bit_offset
-                out.extend(struct.pack("<III", s(m.name), m.type_id, off))
-        elif isinstance(t, Enum):
-            head(t, len(t.values), t.signed, t.size)
-            for v in t.values:
-                out.extend(struct.pack("<II", s(v.name), v.value & 0xFFFFFFFF))
-        elif isinstance(t, Enum64):
-            head(t, len(t.values), t.signed, t.size)
-            for v in t.values:
-                u = v.value & 0xFFFFFFFFFFFFFFFF
-                out.extend(struct.pack("<III", s(v.name), u & 0xFFFFFFFF, u >> 32))
-        elif isinstance(t, Fwd):
-            head(t, 0, t.union, 0)
-        elif isinstance(t, Func):
-            head(t, int(t.linkage), False, t.type_id)
-        elif isinstance(t, FuncProto):
-            head(t, len(t.params), False, t.return_type_id)
-            for p in t.params:
-                out.extend(struct.pack("<II", s(p.name), p.type_id))
-        elif isinstance(t, Var):
-            head(t, 0, False, t.type_id)
-            out.extend(struct.pack("<I", int(t.linkage)))
-        elif isinstance(t, Datasec):
-            head(t, len(t.vars), False, t.size)
-            for v in t.vars:
-                out.extend(struct.pack("<III", v.type_id, v.offset, v.size))
-        elif isinstance(t, Float):
-            head(t, 0, False, t.size)
-        elif isinstance(t, DeclTag):
-            head(t, 0, False, t.type_id)
-            out.extend(struct.pack("<i", t.component_idx))
-        else:
-            raise TypeError(f"cannot encode {t.kind.name}")
-    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(out), len(out), len(strings))
-    return header + bytes(out) + bytes(strings)
