@@ -16,7 +16,7 @@ the live map values after (through mmap where the map allows it).
 
 from __future__ import annotations
 
-import errno
+import builtins
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -164,7 +164,7 @@ class Object:
 
         spec = self.spec
         custom = self.btf_path is not None
-        target_btf = BTF.from_file(self.btf_path) if custom else BTF.kernel()
+        target_btf = _read_btf(self.btf_path) if self.btf_path is not None else BTF.kernel()
         target = Target(target_btf, custom=True) if custom else Target.running_kernel()
 
         self.externs = resolve_externs(spec, kconfig=self._kconfig(), features=self._extern_features())
@@ -361,6 +361,21 @@ class Object:
         state = "closed" if self.closed else "loaded" if self.loaded else "opened"
         return (f"<Object {self.name!r} {state}: {len(self.spec.programs)} programs, "
                 f"{len(self.spec.maps)} maps, path {self.path!r}>")
+
+
+def _read_btf(path: str) -> BTF:
+    """A custom target BTF (raw or in an ELF), read into memory: no fd or mapping outlives the load."""
+    from .btf.spec import BTF
+    from .errors import BTFError
+
+    try:
+        with builtins.open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BTFError(f"cannot read the target BTF given as btf=: {e.strerror or e}", source=path) from e
+    if data[:4] == b"\x7fELF":
+        return BTF.from_file(path)
+    return BTF.from_bytes(data, source=path)
 
 
 def _kconfig_text(value: Any) -> str:

@@ -413,7 +413,7 @@ class Map:
             if existing is not None:
                 try:
                     _check_compatible(existing, spec, path)
-                    m = cls.from_fd(existing, btf=btf if spec.key_type_id or spec.value_type_id else None)
+                    m = cls.from_fd(existing)  # typed by the BTF the pinned map was created with
                 except BaseException:
                     existing.close()
                     raise
