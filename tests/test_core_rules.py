@@ -130,9 +130,10 @@ def test_bitfield_straddling_a_word(kind, old, new):
 
 
 def test_bitfield_lshift_big_endian_target():
-    target = build(UINT, INT, Struct(0, "bf", 8, (Member("a", 1, 4, 5), Member("b", 2, 9, 3)), kind_flag=True))
+    target = build(UINT, INT, Struct(0, "bf", 8, (Member("a", 1, 4, 5), Member("b", 2, 9, 3)), kind_flag=True),
+                   byte_order="big")
+    assert target.byte_order == "big"
     # libbpf's big-endian formula: (8 - byte_sz) * 8 + (bit_off - byte_off * 8)
-    target.byte_order = "big"
     r = calc(BITS_LOCAL, 2, "0:1", K_.FIELD_LSHIFT_U64, target)
     assert r.new == (8 - 4) * 8 + 9
     r = calc(BITS_LOCAL, 2, "0:0", K_.FIELD_LSHIFT_U64, target)
