@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import textwrap
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 from conftest import KERNEL_BTF, MODULES, OTHER_KERNELS, btf_blob, btf_path
 from corepy.btf import BTF, Kind
 from corepy.btf import format as fmt
-from corepy.btf.ext import BTFExt
+from corepy.btf.ext import BTFExt, FuncInfo
 from corepy.btf.types import (
     Array, Datasec, DeclTag, Enum, Enum64, Float, Func, FuncProto, Fwd, Int, IntEncoding, Struct, Union, Var,
 )
-from corepy.errors import BTFError
+from corepy.btf.writer import write_btf
+from corepy.errors import BTFError, CorepyError
 
 BPFTOOL = shutil.which("bpftool") or ("/usr/sbin/bpftool" if Path("/usr/sbin/bpftool").exists() else None)
 CLANG = shutil.which("clang-19") or shutil.which("clang")
@@ -302,40 +304,88 @@ def test_big_endian_object_parses_the_same(program: Path, program_eb: Path) -> N
     assert le.ext.core_relos == be.ext.core_relos and le.ext.line_info == be.ext.line_info
 
 
+def construct_decode(btf: BTF, L: fmt.Layouts, raw: bytes, type_id: int) -> dict:
+    """A type's fields read with the construct declarations alone (the slow, declarative path)."""
+    off = btf.type_offset(type_id)
+
+    def rec(layout, at):
+        return layout.parse(raw[at : at + layout.sizeof()])
+
+    head = rec(L.btf_type, off)
+    kind = (head.info >> fmt.INFO_KIND_SHIFT) & fmt.INFO_KIND_MASK
+    vlen = head.info & fmt.INFO_VLEN_MASK
+    kflag = head.info >> fmt.INFO_KIND_FLAG_SHIFT
+    p = off + L.btf_type.sizeof()
+    out = dict(kind=kind, name=btf.string(head.name_off), name_off=head.name_off)
+    many = {Kind.STRUCT: L.member, Kind.UNION: L.member, Kind.ENUM: L.enum, Kind.ENUM64: L.enum64,
+            Kind.FUNC_PROTO: L.param, Kind.DATASEC: L.var_secinfo}
+    one = {Kind.INT: L.int_encoding, Kind.ARRAY: L.array, Kind.VAR: L.var, Kind.DECL_TAG: L.decl_tag}
+    if kind in many:
+        layout = many[kind]
+        out["records"] = [dict(rec(layout, p + i * layout.sizeof())) for i in range(vlen)]
+    elif kind in one:
+        out["record"] = dict(rec(one[kind], p))
+    out.update(size_or_type=head.size_or_type, vlen=vlen, kflag=kflag)
+    for r in out.get("records", []) + ([out["record"]] if "record" in out else []):
+        r.pop("_io", None)
+    return out
+
+
+def fast_as_records(t) -> dict:
+    """The same fields rebuilt from the decoded model object."""
+    out = dict(kind=t.kind, name=t.name, name_off=t.name_off)
+    if isinstance(t, (Struct, Union)):
+        out["records"] = [dict(name_off=m.name_off, type=m.type_id,
+                               offset=(m.bitfield_size << 24 | m.bit_offset) if t.kind_flag else m.bit_offset)
+                          for m in t.members]
+        out.update(size_or_type=t.size, vlen=len(t.members), kflag=int(t.kind_flag))
+    elif isinstance(t, Enum):
+        out["records"] = [dict(name_off=v.name_off, val=v.value if t.signed else (v.value - (1 << 32) if v.value >= 1 << 31 else v.value)) for v in t.values]
+        out.update(size_or_type=t.size, vlen=len(t.values), kflag=int(t.signed))
+    elif isinstance(t, Enum64):
+        out["records"] = [dict(name_off=v.name_off, val_lo32=v.value & 0xFFFFFFFF, val_hi32=(v.value >> 32) & 0xFFFFFFFF)
+                          for v in t.values]
+        out.update(size_or_type=t.size, vlen=len(t.values), kflag=int(t.signed))
+    elif isinstance(t, FuncProto):
+        out["records"] = [dict(name_off=p.name_off, type=p.type_id) for p in t.params]
+        out.update(size_or_type=t.return_type_id, vlen=len(t.params), kflag=0)
+    elif isinstance(t, Datasec):
+        out["records"] = [dict(type=v.type_id, offset=v.offset, size=v.size) for v in t.vars]
+        out.update(size_or_type=t.size, vlen=len(t.vars), kflag=0)
+    elif isinstance(t, Int):
+        out["record"] = dict(encoding=int(t.encoding) << 24 | t.bit_offset << 16 | t.bits)
+        out.update(size_or_type=t.size, vlen=0, kflag=0)
+    elif isinstance(t, Array):
+        out["record"] = dict(type=t.type_id, index_type=t.index_type_id, nelems=t.nelems)
+        out.update(size_or_type=0, vlen=0, kflag=0)
+    elif isinstance(t, Var):
+        out["record"] = dict(linkage=int(t.linkage))
+        out.update(size_or_type=t.type_id, vlen=0, kflag=0)
+    elif isinstance(t, DeclTag):
+        out["record"] = dict(component_idx=t.component_idx)
+        out.update(size_or_type=t.type_id, vlen=0, kflag=int(t.kind_flag))
+    elif isinstance(t, Func):
+        out.update(size_or_type=t.type_id, vlen=int(t.linkage), kflag=0)
+    elif isinstance(t, Fwd):
+        out.update(size_or_type=0, vlen=0, kflag=int(t.union))
+    elif isinstance(t, Float):
+        out.update(size_or_type=t.size, vlen=0, kflag=0)
+    else:  # PTR, TYPEDEF, modifiers, TYPE_TAG
+        out.update(size_or_type=t.type_id, vlen=0, kflag=int(getattr(t, "kind_flag", False)))
+    return out
+
+
 def test_fast_decoder_equals_construct_declarations(vmlinux: BTF, program: Path, program_eb: Path) -> None:
-    """The struct-based fast path reads exactly what the construct declarations declare."""
-    for btf in (vmlinux, BTF.from_file(program), BTF.from_file(program_eb)):
+    """The struct-based fast path reads exactly what the construct declarations declare, every kind."""
+    for btf, step in ((vmlinux, 41), (BTF.from_file(program), 1), (BTF.from_file(program_eb), 1)):
         L = fmt.LITTLE if btf.byte_order == "little" else fmt.BIG
         raw = btf.raw_bytes()
-        for t in list(btf.types())[:: max(1, len(btf) // 3000)]:
-            off = btf.type_offset(t.id)
-            head = L.btf_type.parse(raw[off:])
-            assert head.name_off == t.name_off
-            assert (head.info >> fmt.INFO_KIND_SHIFT) & fmt.INFO_KIND_MASK == t.kind
-            p = off + L.btf_type.sizeof()
-            if isinstance(t, (Struct, Union)):
-                for m in t.members:
-                    rec = L.member.parse(raw[p:])
-                    bits = rec.offset & fmt.MEMBER_BIT_OFFSET_MASK if t.kind_flag else rec.offset
-                    assert (rec.name_off, rec.type, bits) == (m.name_off, m.type_id, m.bit_offset)
-                    p += L.member.sizeof()
-            elif isinstance(t, Int):
-                enc = L.int_encoding.parse(raw[p:]).encoding
-                assert (enc & fmt.INT_BITS_MASK, head.size_or_type) == (t.bits, t.size)
-            elif isinstance(t, Enum):
-                for v in t.values:
-                    rec = L.enum.parse(raw[p:])
-                    assert rec.name_off == v.name_off and rec.val & 0xFFFFFFFF == v.value & 0xFFFFFFFF
-                    p += L.enum.sizeof()
-            elif isinstance(t, Array):
-                rec = L.array.parse(raw[p:])
-                assert (rec.type, rec.index_type, rec.nelems) == (t.type_id, t.index_type_id, t.nelems)
-            elif isinstance(t, FuncProto):
-                assert head.size_or_type == t.return_type_id
-                for prm in t.params:
-                    rec = L.param.parse(raw[p:])
-                    assert (rec.name_off, rec.type) == (prm.name_off, prm.type_id)
-                    p += L.param.sizeof()
+        ids = list(range(1, len(btf), step))
+        ids += [t.id for name in ("task_struct", "bpf_attr", "bpf_map_type") for t in btf.find(name)]
+        ids += [i for i in range(1, len(btf)) if btf[i].kind in (Kind.ENUM64, Kind.DECL_TAG, Kind.TYPE_TAG,
+                                                                  Kind.DATASEC, Kind.FLOAT)][:50]
+        for type_id in ids:
+            assert fast_as_records(btf[type_id]) == construct_decode(btf, L, raw, type_id), type_id
 
 
 # --- contract details ---------------------------------------------------------
@@ -431,3 +481,54 @@ def test_index_cache_damage_is_never_trusted(tmp_path: Path, monkeypatch, damage
     dup = next(n for n in sorted(plain.names()) if len(plain.ids_by_name(n)) > 1)
     for name in (dup, "task_struct", "sk_buff"):
         assert cached.ids_by_name(name) == plain.ids_by_name(name)
+
+
+def _ext_blob(L: fmt.Layouts, sections: list[tuple[int, bytes, int, int]]) -> bytes:
+    """A .BTF.ext with func_info, line_info, core_relo subsections: (rec_size, sec header+records...) each."""
+    body = b""
+    offs = []
+    for rec_size, records, sec_name_off, count in sections:
+        offs.append((len(body), 4 + L.ext_info_sec.sizeof() + len(records)))
+        body += struct.pack(L.prefix + "I", rec_size) + L.ext_info_sec.build(dict(sec_name_off=sec_name_off,
+                                                                                  num_info=count)) + records
+    header = L.ext_header.build(dict(magic=fmt.BTF_MAGIC, version=1, flags=0,
+                                     hdr_len=L.ext_header.sizeof() + L.ext_core_header.sizeof(),
+                                     func_info_off=offs[0][0], func_info_len=offs[0][1],
+                                     line_info_off=offs[1][0], line_info_len=offs[1][1]))
+    header += L.ext_core_header.build(dict(core_relo_off=offs[2][0], core_relo_len=offs[2][1]))
+    return header + body
+
+
+@pytest.mark.parametrize("L", [fmt.LITTLE, fmt.BIG], ids=["little", "big"])
+def test_ext_honours_larger_record_sizes(L: fmt.Layouts) -> None:
+    """Newer compilers may append fields to records: the record size in the section rules."""
+    btf = BTF.from_bytes(write_btf([Int(1, "int", 4, IntEncoding.SIGNED, 0, 32)], byte_order=L.order))
+    sec = btf.ids_by_name("int") and 1  # name offset 1 is "int"
+    pad = b"\xaa" * 8
+    func = L.func_info.build(dict(insn_off=16, type_id=1)) + pad
+    line = L.line_info.build(dict(insn_off=8, file_name_off=1, line_off=1, line_col=7 << 10 | 3)) + pad
+    relo = (L.core_relo.build(dict(insn_off=24, type_id=1, access_str_off=1, kind=0)) + pad) * 2
+    blob = _ext_blob(L, [(16, func, sec, 1), (24, line, sec, 1), (24, relo, sec, 2)])
+    ext = BTFExt.from_bytes(blob, btf)
+    assert (ext.func_info_rec_size, ext.line_info_rec_size, ext.core_relo_rec_size) == (16, 24, 24)
+    assert ext.func_info == {"int": [FuncInfo(16, 1)]}
+    assert ext.line_info["int"][0].line_num == 7 and ext.line_info["int"][0].line_col == 3
+    assert [r.insn_off for r in ext.core_relos["int"]] == [24, 24] and ext.core_relos["int"][0].access_str == "int"
+    with pytest.raises(BTFError, match="record size 4"):
+        BTFExt.from_bytes(_ext_blob(L, [(4, func, sec, 1), (24, line, sec, 1), (24, relo, sec, 2)]), btf)
+    with pytest.raises(BTFError, match="run past the end"):
+        BTFExt.from_bytes(_ext_blob(L, [(16, func, sec, 5), (24, line, sec, 1), (24, relo, sec, 2)]), btf)
+
+
+def test_elf_without_btf(tmp_path: Path) -> None:
+    if CLANG is None:
+        pytest.skip("clang not installed (scripts/setup-system.sh)")
+    src = tmp_path / "nobtf.c"
+    src.write_text('int x __attribute__((section("license"))) = 1;\n')
+    obj = tmp_path / "nobtf.o"
+    subprocess.run([CLANG, "-O2", "-target", "bpf", "-c", str(src), "-o", str(obj)], check=True)
+    with pytest.raises(BTFError, match="no .BTF section"):
+        BTF.from_file(obj)
+    obj.write_bytes(obj.read_bytes()[:100])  # a truncated ELF
+    with pytest.raises(CorepyError, match="ELF"):
+        BTF.from_file(obj)
