@@ -43,7 +43,8 @@ insn = st.builds(Insn, st.integers(0, 255), st.integers(0, 15), st.integers(0, 1
 @settings(max_examples=400, deadline=None)
 @given(insns=st.lists(insn, min_size=0, max_size=3), idx=st.integers(-1, 3), old=st.integers(0, 2**64 - 1),
        new=st.integers(0, 2**64 - 1), kind=st.sampled_from(list(ReloKind)), poisoned=st.booleans(),
-       validate=st.booleans(), sizes=st.tuples(st.sampled_from([0, 1, 2, 4, 8, 3]), st.sampled_from([0, 1, 2, 4, 8, 16])))
+       validate=st.booleans(),
+       sizes=st.tuples(st.sampled_from([0, 1, 2, 4, 8, 3]), st.sampled_from([0, 1, 2, 4, 8, 16])))
 def test_random_patches_raise_only_relocation_errors(insns, idx, old, new, kind, poisoned, validate, sizes):
     result = CoreResult(kind, "[1] struct s", None, old, new, poisoned, validate, sizes[0], sizes[1])
     try:

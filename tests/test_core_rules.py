@@ -258,7 +258,8 @@ def test_modules_searched_only_when_vmlinux_has_no_candidate_and_target_not_cust
     from corepy.btf import BTF
     vmlinux = BTF.from_bytes(btf_blob("vmlinux-6.1.0-56"), source="vmlinux-6.1.0-56")
     module = BTF.from_bytes(btf_blob("nf_conntrack-6.1.0-56"), base=vmlinux, source="nf_conntrack")
-    name = next(t.name for t in module.types() if t.kind.name == "STRUCT" and t.name and not vmlinux.ids_by_name(t.name))
+    name = next(t.name for t in module.types()
+                if t.kind.name == "STRUCT" and t.name and not vmlinux.ids_by_name(t.name))
     local = build(INT, Struct(0, name, 4, ()))
     r = calc_relo(local, relo(2, "0", K_.TYPE_EXISTS), Target(vmlinux, [module]))
     assert r.new == 1 and r.candidates[0].candidate.btf_name == "nf_conntrack"

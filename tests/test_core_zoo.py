@@ -78,8 +78,8 @@ def test_field_offsets_and_sizes(relocated, kernel):
 def test_field_exists_and_poisoning(relocated, kernel):
     assert values(relocated, "field_exists task_struct___v1.pid") == {1}
     assert values(relocated, "field_exists task_struct___v1.corepy_missing") == {0}
-    assert values(relocated, "field_exists task_struct___old.state") == {int(member(kernel, "task_struct", "state") is not None)}
-    assert values(relocated, "field_exists task_struct___new.__state") == {int(member(kernel, "task_struct", "__state") is not None)}
+    for key, name in (("task_struct___old.state", "state"), ("task_struct___new.__state", "__state")):
+        assert values(relocated, f"field_exists {key}") == {int(member(kernel, "task_struct", name) is not None)}
     poisoned = relocated["byte_off task_struct___v1.corepy_missing"]
     assert poisoned and all(r.poisoned and r.target_spec is None for r, _ in poisoned)
     assert all("no field 'corepy_missing'" in r.reason for r, _ in poisoned)
@@ -107,8 +107,9 @@ def test_bitfield_load_and_shifts_extract_the_field(relocated, kernel, name):
     (rshift,) = values(relocated, f"rshift_u64 task_struct.{name}")
     assert byte_sz in (1, 2, 4, 8) and byte_off % byte_sz == 0
     assert byte_off * 8 <= bit_off and bit_off + m.bitfield_size <= (byte_off + byte_sz) * 8
-    for value in (0, (1 << m.bitfield_size) - 1, 1):
-        word = value << (bit_off - byte_off * 8) | ~(((1 << m.bitfield_size) - 1) << (bit_off - byte_off * 8)) & ((1 << 8 * byte_sz) - 1)
+    shift, mask = bit_off - byte_off * 8, (1 << m.bitfield_size) - 1
+    for value in (0, mask, 1):
+        word = value << shift | ~(mask << shift) & ((1 << 8 * byte_sz) - 1)  # other bits all set
         assert ((word << lshift) & (2**64 - 1)) >> rshift == value
     assert values(relocated, f"signed task_struct.{name}") == {0}
 
@@ -159,7 +160,8 @@ def test_enum_values(relocated, kernel):
     assert values(relocated, "enumval_value bpf_prog_type::BPF_PROG_TYPE_XDP") == {xdp}
     assert values(relocated, "enumval_value bpf_prog_type___corepy::BPF_PROG_TYPE_XDP___corepy") == {xdp}
     assert {r.old for r, _ in relocated["enumval_value bpf_prog_type___corepy::BPF_PROG_TYPE_XDP___corepy"]} == {99}
-    assert values(relocated, "enumval_value bpf_map_type::BPF_MAP_TYPE_RINGBUF") == {value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF")}
+    ringbuf = value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF")
+    assert values(relocated, "enumval_value bpf_map_type::BPF_MAP_TYPE_RINGBUF") == {ringbuf}
     missing = relocated["enumval_value bpf_prog_type___corepy::BPF_PROG_TYPE_CorepyMissing___corepy"]
     assert missing and all(r.poisoned for r, _ in missing)
 

@@ -138,9 +138,7 @@ def _calc_relo(local: BTF, relo: CoreRelo, kind: ReloKind, target: Target) -> Co
     else:
         target.narrow(local, relo.type_id, kept)
         values, targ_text = best[0], format_spec(best[1])
-        if values.poison:
-            reason = "the target field cannot be computed"
-        elif values.fail_memsz_adjust:
+        if values.fail_memsz_adjust:
             reason = (f"field size changes from {values.orig_sz} to {values.new_sz} bytes and it is "
                       "neither a pointer nor an unsigned integer: a load/store of it is poisoned")
     return CoreResult(kind, local_text, targ_text, values.old, values.new, values.poison, values.validate,
