@@ -10,7 +10,7 @@ from corepy.asm.insn import ALU64, CALL_INSN, DW, LD_IMM64, LDX, MEM, MOV, STX, 
 from corepy.btf.core import (POISON_IMM, CoreResult, ReloKind, Target, calc_relo, is_poisoned, patch_insn,
                              types_are_compat, types_match)
 from corepy.btf.ext import CoreRelo
-from corepy.btf.types import (Array, Const, Enum, Enum64, EnumValue, FuncProto, Fwd, Int, IntEncoding, Member,
+from corepy.btf.types import (Array, Enum, Enum64, EnumValue, FuncProto, Fwd, Int, IntEncoding, Member,
                               Param, Ptr, Struct, Typedef, Union)
 from corepy.errors import RelocationError
 from oracle.btfgen import build
@@ -19,7 +19,6 @@ S = IntEncoding.SIGNED
 INT = Int(0, "int", 4, S)
 UINT = Int(0, "unsigned int", 4)
 LONG = Int(0, "long", 8, S)
-ULONG = Int(0, "unsigned long", 8)
 CHAR = Int(0, "char", 1, IntEncoding.SIGNED | IntEncoding.CHAR)
 K_ = ReloKind
 

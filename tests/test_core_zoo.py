@@ -11,7 +11,7 @@ import pytest
 from conftest import KERNEL_BTF, fixture_obj
 from corepy.btf import BTF, Kind
 from corepy.btf.core import CoreResult, ReloKind, Target, calc_relo
-from corepy.btf.types import Enum, Enum64, Int
+from corepy.btf.types import Enum, Enum64
 
 pytestmark = pytest.mark.skipif(not KERNEL_BTF.exists(), reason="no /sys/kernel/btf/vmlinux")
 
