@@ -361,3 +361,120 @@ def test_from_spec_global_data_and_ringbuf_size():
 def test_create_errors_are_clear():
     with pytest.raises(SyscallError, match="'bad'"):
         Map.create(MapType.HASH, 0, 8, 4, name="bad")  # hash maps need a key
+
+
+# --- the other map types, where this kernel has them (probed) --------------------------------
+def cgroup2_dir() -> str:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, where, fstype, *_ = line.split()
+            if fstype == "cgroup2":
+                return where
+    pytest.skip("no cgroup2 hierarchy mounted (/proc/self/mounts)")
+
+
+def _need(map_type):
+    from corepy.syscalls import features
+
+    if not features.has_map_type(map_type):
+        pytest.skip(features.feature_reason("map_type", int(map_type)))
+
+
+@pytest.mark.parametrize("map_type", [MapType.TASK_STORAGE, MapType.SK_STORAGE, MapType.CGRP_STORAGE,
+                                      MapType.INODE_STORAGE])
+def test_local_storage_maps(map_type, btf, btf_fd, tmp_path):
+    import socket
+
+    _need(map_type)
+    with Map.create(map_type, 4, 8, 0, name="storage", flags=MapFlag.NO_PREALLOC, btf=btf, btf_fd=btf_fd,
+                    key_type_id=INT, value_type_id=U64) as m:
+        # user space names the owner by an fd: a pidfd, a socket, a cgroup directory, a file
+        if map_type == MapType.TASK_STORAGE:
+            owner = os.pidfd_open(os.getpid())
+        elif map_type == MapType.SK_STORAGE:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            owner = os.dup(sock.fileno())
+            sock.close()
+        elif map_type == MapType.CGRP_STORAGE:
+            owner = os.open(cgroup2_dir(), os.O_RDONLY | os.O_DIRECTORY)
+        else:
+            path = tmp_path / "inode"
+            path.write_bytes(b"")
+            owner = os.open(path, os.O_RDONLY)
+        try:
+            assert owner not in m
+            try:
+                m[owner] = 2**40 + 5
+            except BPFPermissionError as e:
+                pytest.skip(f"{map_type.name} updates from user space refused here: {e}")
+            assert m[owner] == 2**40 + 5
+            del m[owner]
+            assert m.get(owner) is None
+        finally:
+            os.close(owner)
+
+
+def test_devmap_cpumap_sockmap_and_others():
+    import socket
+
+    checked = []
+    for map_type in (MapType.DEVMAP, MapType.DEVMAP_HASH, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKMAP,
+                     MapType.SOCKHASH, MapType.CGROUP_ARRAY, MapType.STACK_TRACE):
+        from corepy.syscalls import features
+
+        if not features.has_map_type(map_type):
+            continue
+        value_size = {MapType.SOCKMAP: 8, MapType.SOCKHASH: 8, MapType.STACK_TRACE: 64}.get(map_type, 4)
+        with Map.create(map_type, 4, value_size, 4, name=map_type.name.lower()[:15]) as m:
+            if map_type in (MapType.DEVMAP, MapType.DEVMAP_HASH):
+                m[1] = socket.if_nametoindex("lo")
+                assert m[1] == socket.if_nametoindex("lo")
+            elif map_type == MapType.CPUMAP:
+                m[0] = 192  # queue size of CPU 0's kthread
+                assert m[0] == 192
+                del m[0]
+            elif map_type in (MapType.SOCKMAP, MapType.SOCKHASH):
+                a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                with a, b:
+                    m[2] = a.fileno()
+                    cookie = int.from_bytes(a.getsockopt(socket.SOL_SOCKET, 57, 8), "little")  # SO_COOKIE
+                    assert m[2] == cookie  # user space reads the socket cookie back
+                    del m[2]
+            elif map_type == MapType.CGROUP_ARRAY:
+                cg = os.open(cgroup2_dir(), os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    m[0] = cg
+                    del m[0]
+                finally:
+                    os.close(cg)
+            elif map_type == MapType.STACK_TRACE:
+                assert m.get(0) is None
+            checked.append(map_type)
+    assert MapType.DEVMAP in checked and MapType.SOCKMAP in checked  # present on every kernel corepy supports
+
+
+def test_threads_share_a_map():
+    import threading
+
+    with Map.create(MapType.HASH, 4, 8, 4096, name="threads") as m:
+        errors = []
+
+        def worker(base: int) -> None:
+            try:
+                for i in range(500):
+                    m[base + i] = (base + i) * 3
+                    assert m[base + i] == (base + i) * 3
+                    assert (base + i) in m
+                for i in range(0, 500, 2):
+                    del m[base + i]
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(n * 1000,)) for n in range(1, 5)]
+        for t in threads:
+            t.start()
+        worker(0)  # the creating thread at the same time
+        for t in threads:
+            t.join()
+        assert not errors
+        assert dict(m.lookup_batch()) == {b + i: (b + i) * 3 for b in range(0, 5000, 1000) for i in range(1, 500, 2)}
