@@ -40,22 +40,43 @@ def relocate_all(obj: ObjectSpec, target: Target) -> list[CoreRecord]:
     return relocate_core(obj, target)
 
 
-def insn_of(obj: ObjectSpec, rec: CoreRecord):
-    """The (unpatched) instruction a record relocates."""
+def insns_of(obj: ObjectSpec, rec: CoreRecord) -> list:
+    """The (unpatched) instructions of the function a record relocates."""
     for f in obj.functions:
         if f.name == rec.program and f.section == rec.section:
-            return f.insns[rec.insn]
+            return f.insns
     raise LookupError(f"no function {rec.program!r} in section {rec.section!r}")
 
 
+def compiled_value(insns: list, idx: int) -> int | None:
+    """The value the compiler put where CO-RE patches (as libbpf's log prints it, unsigned):
+    an ALU immediate, a load/store offset, or the 64-bit immediate of ld_imm64."""
+    from ..asm.insn import ALU, ALU64, LD, LDX, ST, STX
+
+    insn = insns[idx]
+    if insn.cls in (ALU, ALU64):
+        return insn.imm & 0xFFFFFFFFFFFFFFFF
+    if insn.cls in (LDX, ST, STX):
+        return insn.off & 0xFFFFFFFFFFFFFFFF
+    if insn.cls == LD and insn.is_ld_imm64 and idx + 1 < len(insns):
+        return (insn.imm & 0xFFFFFFFF) | ((insns[idx + 1].imm & 0xFFFFFFFF) << 32)
+    return None
+
+
 def as_dict(obj: ObjectSpec, rec: CoreRecord) -> dict[str, Any]:
+    """One relocation as data. ``old`` is the value in the instruction as compiled (libbpf's
+    log prints that one too; it differs from the value computed from the local BTF only where
+    libbpf does not validate it: bitfields, target type ids); ``new`` what CO-RE writes."""
     from ..btf.core import poisons
 
     r = rec.result
+    insns = insns_of(obj, rec)
+    old = compiled_value(insns, rec.insn)
     return {
         "program": rec.program, "section": rec.section, "insn": rec.insn, "relo": rec.index,
-        "kind": str(r.kind), "local": r.local_spec, "target": r.target_spec, "old": r.old, "new": r.new,
-        "poisoned": poisons(insn_of(obj, rec), r), "reason": r.reason,
+        "kind": str(r.kind), "local": r.local_spec, "target": r.target_spec,
+        "old": r.old if old is None else old, "new": r.new,
+        "poisoned": poisons(insns[rec.insn], r), "reason": r.reason,
         "candidates": [{"btf": c.candidate.btf_name, "type_id": c.candidate.type_id, "spec": c.spec,
                         "matched": c.matched, "reason": c.reason} for c in r.candidates],
     }
