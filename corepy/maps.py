@@ -20,6 +20,7 @@ import functools
 import os
 import struct
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -370,7 +371,9 @@ class Map:
                 try:
                     fd = sysmaps.map_create(type, key_size, value_size, max_entries, btf_fd=btf_fd,
                                             btf_key_type_id=key_type_id, btf_value_type_id=value_type_id, **args)
-                except SyscallError:
+                except SyscallError as e:
+                    warnings.warn(f"map {name!r}: the kernel refused its BTF key/value types ({e}); "
+                                  "creating it without BTF", RuntimeWarning, stacklevel=2)
                     fd = sysmaps.map_create(type, key_size, value_size, max_entries, **args)
             else:
                 fd = sysmaps.map_create(type, key_size, value_size, max_entries, **args)
@@ -519,11 +522,15 @@ class Map:
     @property
     def raw(self) -> Map:
         """This map with ``bytes`` keys and values (per-CPU values: the whole buffer)."""
+        view = self.__dict__.get("_raw")
+        if view is not None:
+            return view
         view = object.__new__(RawMap)
         view.__dict__.update(self.__dict__)
         view._parent = self
         view._setup(_BytesConv(self.key_size, f"map {self.name!r} key") if self.key_size else None,
                     _BytesConv(self._vconv.size, f"map {self.name!r} value"))
+        self._raw = view
         return view
 
     # --- element access (hot path) --------------------------------------
