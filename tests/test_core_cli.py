@@ -54,8 +54,9 @@ def test_explain_json_agrees_with_libbpf_log(oracle, corner, which, target):
             assert min(want.poisoned) == row["insn"]
         for insn, what, old, new in want.patched:
             assert insn == row["insn"]
-            if what != "mem_sz":
-                assert (row["old"], row["new"]) == (old, new), row
+            assert (row["mem_sz"] if what == "mem_sz" else [row["old"], row["new"]]) == [old, new], row
+        if not any(what == "mem_sz" for _, what, _, _ in want.patched):
+            assert row["mem_sz"] is None, row
         assert isinstance(row["old"], int) and isinstance(row["new"], int)
         assert (row["target"] is None) == (not any(m for m, _ in want.candidates)), row
 

@@ -69,14 +69,18 @@ def as_dict(obj: ObjectSpec, rec: CoreRecord) -> dict[str, Any]:
     libbpf does not validate it: bitfields, target type ids); ``new`` what CO-RE writes."""
     from ..btf.core import poisons
 
+    from ..asm.insn import LDX, ST, STX
+
     r = rec.result
     insns = insns_of(obj, rec)
     old = compiled_value(insns, rec.insn)
+    poisoned = poisons(insns[rec.insn], r)
+    resized = not poisoned and r.orig_sz != r.new_sz and insns[rec.insn].cls in (LDX, ST, STX)
     return {
         "program": rec.program, "section": rec.section, "insn": rec.insn, "relo": rec.index,
         "kind": str(r.kind), "local": r.local_spec, "target": r.target_spec,
         "old": r.old if old is None else old, "new": r.new,
-        "poisoned": poisons(insns[rec.insn], r), "reason": r.reason,
+        "poisoned": poisoned, "mem_sz": [r.orig_sz, r.new_sz] if resized else None, "reason": r.reason,
         "candidates": [{"btf": c.candidate.btf_name, "type_id": c.candidate.type_id, "spec": c.spec,
                         "matched": c.matched, "reason": c.reason} for c in r.candidates],
     }
@@ -102,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
             current = (r["program"], r["section"])
             out.write(f"\nprog '{r['program']}' ({r['section']})\n")
         value = "POISONED" if r["poisoned"] else f"{r['old']} -> {r['new']}"
+        if r["mem_sz"]:
+            value += f" (access size {r['mem_sz'][0]} -> {r['mem_sz'][1]} bytes)"
         out.write(f"  insn #{r['insn']:<5} relo #{r['relo']:<4} {r['kind']:<15} {value}\n")
         out.write(f"      local   {r['local']}\n")
         out.write(f"      target  {r['target'] or '-'}\n")
