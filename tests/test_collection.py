@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from builtins import open as builtins_open
 import os
 import platform
 import subprocess
@@ -204,6 +205,8 @@ def test_maps_zoo_every_map_type(pin_root):
             run(again.programs["use_pinned"])
             assert again.globals.out[11] == 2 and m["corepy_pinned"][0] == 2
         assert os.path.exists(pinned)  # pins outlive the objects
+    with corepy.Map.from_pinned(pinned) as pm:  # typed through the BTF fetched from the kernel
+        assert pm[0] == 2 and pm.btf is not None and pm.name == "corepy_pinned"
 
 
 def test_pinned_map_incompatible_is_refused_and_nothing_leaks(pin_root):
@@ -306,3 +309,17 @@ def test_maps_and_programs_are_the_kernel_objects():
         assert ids <= set(details.map_ids)
         info = obj.maps["hash_map"].info()
         assert info.btf_id and info.type == MapType.HASH and info.name == "hash_map"
+
+
+def test_btf_refused_loads_without_it():
+    with corepy.open(fixture_obj("minimal"), pin_root=None) as obj:
+        obj.spec.btf_fixups = obj.spec.btf_fixups[:40]  # a truncated blob: BPF_BTF_LOAD refuses it
+        obj.globals.my_pid = os.getpid()
+        with pytest.warns(RuntimeWarning, match="refused the object's BTF"):
+            obj.load()
+        assert obj.btf_fd is None and obj.maps[".bss"].info().btf_id == 0
+        obj.attach()
+        r, w = os.pipe()
+        with open(r, "rb") as rf, open(w, "wb", buffering=0) as wf:
+            wf.write(b"x")
+            assert obj.globals.write_count >= 1 and obj.globals.last_fd == w
