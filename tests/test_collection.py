@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from builtins import open as builtins_open
 import os
 import platform
 import subprocess
