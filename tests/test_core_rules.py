@@ -108,6 +108,21 @@ def test_candidate_list_narrows_like_libbpf():
     assert fresh.new == 4 and not fresh.poisoned
 
 
+def test_narrowing_is_per_local_btf():
+    """Another object relocated against the same Target starts from the full candidate list."""
+    target_btf = build(INT, Struct(0, "s", 4, (Member("f", 1, 0),)),
+                       Struct(0, "s___b", 8, (Member("x", 1, 0), Member("g", 1, 32))))
+    target = Target(target_btf, custom=True)
+
+    def local():
+        return build(INT, Struct(0, "s", 8, (Member("f", 1, 0), Member("g", 1, 32))))
+
+    first = local()
+    calc_relo(first, relo(2, "0:0", K_.FIELD_BYTE_OFFSET), target)  # narrows `first`'s s to one
+    assert calc_relo(first, relo(2, "0:1", K_.FIELD_BYTE_OFFSET), target).poisoned
+    assert calc_relo(local(), relo(2, "0:1", K_.FIELD_BYTE_OFFSET), target).new == 4
+
+
 # --- bitfields -----------------------------------------------------------------------------
 
 BITS_LOCAL = build(UINT, Struct(0, "bf", 8, (Member("a", 1, 0, 3), Member("b", 1, 3, 2)), kind_flag=True))
