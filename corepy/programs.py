@@ -66,8 +66,10 @@ class Program:
     (links and pins keep the kernel object alive on their own)."""
 
     def __init__(self, fd: FD, *, name: str, prog_type: Any, expected_attach_type: Any = None,
-                 section: str | None = None, attach_to: str | None = None):
+                 section: str | None = None, attach_to: str | None = None, usdt_specs: FD | None = None):
         self._fd: FD | None = fd
+        self.usdt_specs = usdt_specs
+        """This program's own reference to its object's ``__bpf_usdt_specs`` map (usdt.bpf.h)."""
         self.name = name
         self.type = prog_type
         self.expected_attach_type = expected_attach_type
@@ -94,6 +96,9 @@ class Program:
         fd, self._fd = self._fd, None
         if fd is not None:
             fd.close()
+        specs, self.usdt_specs = self.usdt_specs, None
+        if specs is not None:
+            specs.close()
 
     def __enter__(self) -> Program:
         return self
@@ -209,6 +214,12 @@ class Program:
         from .attach.probes import attach_uprobe
 
         return attach_uprobe(self, binary, function, offset, pid=pid, retprobe=retprobe, cookie=cookie)
+
+    def attach_usdt(self, binary: str, provider: str, name: str, *, pid: int = -1, cookie: int = 0) -> Link:
+        """Attach a ``<bpf/usdt.bpf.h>`` program to USDT probe ``provider:name`` of ``binary``."""
+        from .attach.usdt import attach_usdt
+
+        return attach_usdt(self, binary, provider, name, pid=pid, cookie=cookie)
 
     def attach_xdp(self, interface: int | str, *, flags: int = 0) -> Link:
         from .attach.net import attach_xdp
@@ -365,8 +376,17 @@ def load_program(
                 hint=f"this kernel refuses {kind} programs: BPF trampolines (fentry/fexit/fmod_ret/lsm) "
                 "may be disabled or restricted by its configuration or a security policy") from None
         raise
+    usdt_specs = None
+    if not isinstance(linked, list) and any(ref.map == "__bpf_usdt_specs" for ref in linked.map_refs):
+        from .syscalls.fd import FD as OwnedFD
+
+        try:  # usdt.bpf.h: attach_usdt() writes argument specs into this map
+            usdt_specs = OwnedFD(os.dup(map_fds["__bpf_usdt_specs"]), "map")  # type: ignore[index]
+        except BaseException:
+            fd.close()
+            raise
     return Program(fd, name=name, prog_type=prog_type, expected_attach_type=expected_attach_type,
-                   section=section, attach_to=attach_to)
+                   section=section, attach_to=attach_to, usdt_specs=usdt_specs)
 
 
 # --- explaining verifier failures ----------------------------------------

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from .errors import ObjectError
 
-__all__ = ["UprobeTarget", "parse_uprobe_spec", "resolve_library", "resolve_binary",
-           "symbol_offset", "file_offset", "ld_so_cache"]
+__all__ = ["UprobeTarget", "UsdtNote", "parse_uprobe_spec", "resolve_library", "resolve_binary",
+           "symbol_offset", "file_offset", "ld_so_cache", "usdt_notes"]
 
 LD_SO_CACHE = "/etc/ld.so.cache"
 
@@ -230,3 +230,74 @@ def file_offset(target: UprobeTarget) -> tuple[str, int]:
         return path, target.offset
     return path, symbol_offset(path, target.function) + target.offset
 
+
+
+# --- USDT probes (.note.stapsdt) -------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class UsdtNote:
+    """One USDT probe site from ``.note.stapsdt``: ``ip_offset``/``sema_offset`` are file
+    offsets (what a uprobe and its reference counter take); ``sema_offset`` 0 = no semaphore."""
+
+    provider: str
+    name: str
+    args: str
+    address: int
+    ip_offset: int
+    semaphore: int
+    sema_offset: int
+
+
+_STAPSDT_ADDRS = {32: struct.Struct("<III"), 64: struct.Struct("<QQQ")}
+
+
+def usdt_notes(path: str, provider: str | None = None, name: str | None = None) -> list[UsdtNote]:
+    """USDT probe sites of the ELF file ``path`` (optionally only ``provider``/``name``), with
+    addresses adjusted for prelinking through ``.stapsdt.base`` as libbpf does."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            if not elf.little_endian:
+                raise ObjectError("big-endian USDT notes are not supported", path=path)
+            notes = elf.get_section_by_name(".note.stapsdt")
+            if notes is None:
+                return []
+            base_sec = elf.get_section_by_name(".stapsdt.base")
+            segments = [(s["p_vaddr"], s["p_memsz"], s["p_offset"]) for s in elf.iter_segments()
+                        if s["p_type"] == "PT_LOAD"]
+            addrs = _STAPSDT_ADDRS[elf.elfclass]
+            out = []
+            for note in notes.iter_notes():
+                if note["n_name"] != "stapsdt":
+                    continue
+                desc = note["n_descdata"]
+                if isinstance(desc, str):
+                    desc = desc.encode("latin-1")
+                if len(desc) < addrs.size:
+                    raise ObjectError("truncated .note.stapsdt entry", path=path, section=".note.stapsdt")
+                ip, base, sema = addrs.unpack_from(desc)
+                texts = desc[addrs.size:].split(b"\0")
+                if len(texts) < 3:
+                    raise ObjectError("malformed .note.stapsdt entry", path=path, section=".note.stapsdt")
+                prov, probe, args = (t.decode("utf-8", "replace") for t in texts[:3])
+                if (provider is not None and prov != provider) or (name is not None and probe != name):
+                    continue
+                if base_sec is not None and base:
+                    ip += base_sec["sh_addr"] - base
+                out.append(UsdtNote(prov, probe, args, ip, _file_offset(segments, ip, path),
+                                    sema, _file_offset(segments, sema, path) if sema else 0))
+            return out
+    except ELFError as e:
+        raise ObjectError(f"not a readable ELF file: {e}", path=path) from None
+    except OSError as e:
+        raise ObjectError(f"cannot read USDT target: {e.strerror}", path=path) from None
+
+
+def _file_offset(segments: list[tuple[int, int, int]], vaddr: int, path: str) -> int:
+    for start, size, offset in segments:
+        if start <= vaddr < start + size:
+            return vaddr - start + offset
+    raise ObjectError(f"address {vaddr:#x} lies in no PT_LOAD segment", path=path)

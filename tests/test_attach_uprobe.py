@@ -203,14 +203,13 @@ def test_kprobe_program_loads_and_attach_is_probed():
         assert read_counter(counts) >= 1
 
 
-def test_usdt_sections_are_refused_clearly():
+def test_malformed_usdt_section_is_named():
     from corepy.attach import auto_attach
-    from corepy.errors import NotSupportedError
 
     class Prog:
-        name, section, attach_to = "u", "usdt/libc.so.6:libc:setjmp", None
+        name, section, attach_to = "u", "usdt/libc.so.6:setjmp", None
 
-    with pytest.raises(NotSupportedError, match="usdt"):
+    with pytest.raises(ObjectError, match="usdt/<binary>:<provider>:<name>"):
         auto_attach(Prog())
 
 

@@ -202,34 +202,41 @@ def test_unknown_program_type_is_a_clear_error():
 # --- fixture objects through the object layer ------------------------------------
 
 def load_fixture(name: str, *, enable: tuple[str, ...] = (), rodata: dict | None = None):
-    """Parse fixtures/NAME.bpf.o, create its maps (initial data set, .rodata frozen), CO-RE
-    relocate against the running kernel and link + load every autoload program (plus
-    ``enable``). Returns (programs, map fds, spec); the caller closes them (see ``closing``)."""
+    """Parse fixtures/NAME.bpf.o (or the object at path NAME), resolve externs, create its maps
+    (initial data set, .rodata/.kconfig frozen), CO-RE relocate against the running kernel and
+    link + load every autoload program (plus ``enable``). Returns (programs, map fds, spec);
+    the caller closes them with :func:`closing`. (The Object API does all this for users.)"""
     from corepy.btf import BTF
     from corepy.object import ObjectSpec, relocate_core, resolve_externs
     from corepy.object.link import link
     from corepy.programs import load_program
+    from corepy.syscalls import features
     from corepy.syscalls.maps import map_create, map_freeze, map_update_elem
 
     from conftest import fixture_obj
 
-    spec = ObjectSpec.from_file(str(fixture_obj(name)))
+    spec = ObjectSpec.from_file(name if "/" in name else str(fixture_obj(name)))
     for prog_name in enable:
         spec.programs[prog_name].autoload = True
     for var, value in (rodata or {}).items():
         spec.variables[var].value = value
+    kernel = BTF.kernel()
+    externs = None
+    if spec.externs:
+        externs = resolve_externs(spec, kernel_btf=kernel, features={
+            "LINUX_HAS_BPF_COOKIE": features.has_bpf_cookie(),
+            "LINUX_HAS_SYSCALL_WRAPPER": features.has_syscall_wrapper()})
     fds, progs = {}, {}
     try:
         for m in spec.maps.values():
             fds[m.name] = fd = map_create(m.type, m.key_size, m.value_size, m.max_entries, flags=m.flags,
                                           name=m.kernel_name or m.name[:15])
-            if m.data is not None:
-                map_update_elem(fd, b"\0\0\0\0", bytes(m.data))
+            data = externs.kconfig_data if m.name == ".kconfig" and externs is not None else m.data
+            if data is not None:
+                map_update_elem(fd, b"\0\0\0\0", bytes(data))
             if m.readonly:
                 map_freeze(fd)
-        kernel = BTF.kernel()
         records = relocate_core(spec, kernel)
-        externs = resolve_externs(spec, kernel_btf=kernel) if spec.externs else None
         for p in spec.programs.values():
             if not p.autoload:
                 continue

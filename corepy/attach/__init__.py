@@ -6,13 +6,14 @@
 - ``net``: xdp, tcx, cgroup, socket filters (need a target: never auto-attached)
 - ``perf_event``: a program on any perf event fd (also the common path of the above)
 - ``iter``: ``iter/`` links and reading their output
+- ``usdt``: ``usdt/`` probes of programs built with libbpf's ``usdt.bpf.h``
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotSupportedError, ObjectError
+from ..errors import ObjectError
 
 if TYPE_CHECKING:
     from ..links import Link
@@ -70,6 +71,15 @@ def auto_attach(program: Program, **options: Any) -> Link | None:
         return program.attach_uprobe(spec.binary, spec.function, spec.offset, retprobe=kind == "uretprobe",
                                      **options)
     if kind == "usdt" and target:
-        raise NotSupportedError("usdt attach in corepy", "USDT probes are not implemented; "
-                                "attach a uprobe at the probe's address instead")
+        binary, provider, name = _usdt_target(target, program)
+        return program.attach_usdt(binary, provider, name, **options)
     return None
+
+
+def _usdt_target(target: str, program: Program) -> tuple[str, str, str]:
+    """``binary:provider:name`` (libbpf's SEC("usdt/...") syntax)."""
+    parts = target.rsplit(":", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ObjectError(f"usdt section {program.section!r} is not 'usdt/<binary>:<provider>:<name>'",
+                          section=program.section)
+    return parts[0], parts[1], parts[2]

@@ -16,8 +16,9 @@ from .perf_event import attach_perf_fd
 
 if TYPE_CHECKING:
     from ..programs import Program
+    from ..syscalls.fd import FD
 
-__all__ = ["attach_kprobe", "attach_uprobe", "probe_pmu"]
+__all__ = ["attach_kprobe", "attach_uprobe", "attach_uprobe_offset", "probe_pmu"]
 
 PMU_DIR = "/sys/bus/event_source/devices"
 
@@ -48,14 +49,18 @@ def _tracefs_file(name: str) -> str | None:
         return None
 
 
-def _open_probe(kind: str, name: bytes, offset: int, retprobe: bool, pid: int) -> "object":
+def _open_probe(kind: str, name: bytes, offset: int, retprobe: bool, pid: int, ref_ctr_offset: int = 0) -> FD:
     from ..syscalls import perf
 
     pmu, bit = probe_pmu(kind)
     buf = ctypes.create_string_buffer(name)  # alive across the syscall
-    attr = perf.probe_attr(pmu, ctypes.addressof(buf), offset, config=(1 << bit) if retprobe else 0)
+    config = (1 << bit) if retprobe else 0
+    if ref_ctr_offset:
+        config |= ref_ctr_offset << perf.PERF_UPROBE_REF_CTR_OFFSET_SHIFT
+    attr = perf.probe_attr(pmu, ctypes.addressof(buf), offset, config=config)
     # libbpf's convention: all processes -> (pid -1, cpu 0); one process -> (pid, any cpu)
-    return perf.perf_event_open(attr, pid=pid if pid >= 0 else -1, cpu=0 if pid < 0 else -1)
+    return perf.perf_event_open(attr, pid=pid if pid >= 0 else -1, cpu=0 if pid < 0 else -1,
+                                detail=f"{kind} {name.decode(errors='replace')}+{offset:#x}")
 
 
 def attach_kprobe(program: Program, function: str, offset: int = 0, *, retprobe: bool = False,
@@ -74,7 +79,14 @@ def attach_uprobe(program: Program, binary: str, function: str | None = None, of
     from ..uprobe import UprobeTarget, file_offset
 
     path, file_off = file_offset(UprobeTarget(binary, function, offset))
-    pfd = _open_probe("uprobe", os.fsencode(os.path.realpath(path)), file_off, retprobe, pid)
     what = f"{function}+{offset:#x}" if function else f"{file_off:#x}"
-    return attach_perf_fd(program, pfd, target=f"{'uretprobe' if retprobe else 'uprobe'} {path}:{what}",
-                          cookie=cookie)
+    return attach_uprobe_offset(program, path, file_off, pid=pid, retprobe=retprobe, cookie=cookie,
+                                what=f"{'uretprobe' if retprobe else 'uprobe'} {path}:{what}")
+
+
+def attach_uprobe_offset(program: Program, path: str, file_offset: int, *, pid: int = -1, retprobe: bool = False,
+                         cookie: int = 0, ref_ctr_offset: int = 0, what: str = "") -> Link:
+    """Attach at a resolved file offset; ``ref_ctr_offset`` is the file offset of a USDT
+    semaphore the kernel increments while the probe is attached."""
+    pfd = _open_probe("uprobe", os.fsencode(os.path.realpath(path)), file_offset, retprobe, pid, ref_ctr_offset)
+    return attach_perf_fd(program, pfd, target=what or f"uprobe {path}:{file_offset:#x}", cookie=cookie)
