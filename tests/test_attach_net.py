@@ -215,10 +215,16 @@ def test_tcx_ingress_and_egress(netns):
             l_in = p_in.attach_tcx(netns.a, "ingress")
             l_out = p_out.attach_tcx(netns.b, "egress")
         with l_in, l_out:
-            assert l_in.info().type == LinkType.TCX
+            info = l_in.info()
+            assert info.type == LinkType.TCX and info.details["attach_type"].name == "TCX_INGRESS"
             netns.send_udp(4)
             assert read_counter(ingress_counts) >= 4
             assert read_counter(egress_counts) >= 4
+            l_in.update(p_out)  # now the egress counter program also runs at a's ingress
+            before_out = read_counter(egress_counts)
+            netns.send_udp(2)
+            assert read_counter(egress_counts) >= before_out + 4
+            l_in.update(p_in, expected=p_out)
         in_seen, out_seen = read_counter(ingress_counts), read_counter(egress_counts)
         netns.send_udp(4)
         assert (read_counter(ingress_counts), read_counter(egress_counts)) == (in_seen, out_seen)
@@ -270,6 +276,13 @@ def test_cgroup_skb_egress_link(test_cgroup):
             assert info.details["attach_type"] == AttachType.CGROUP_INET_EGRESS
             subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "7"], check=True)
             assert read_counter(counts) == 7
+            with array_map("other") as other, _load(counter_program(other.fileno(), retval=1), ProgType.CGROUP_SKB,
+                                                    "cg_other", expected_attach_type=AttachType.CGROUP_INET_EGRESS
+                                                    ) as prog2:
+                link.update(prog2)
+                subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "2"], check=True)
+                assert (read_counter(counts), read_counter(other)) == (7, 2)
+                link.update(prog, expected=prog2)
         subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "3"], check=True)
         assert read_counter(counts) == 7
     assert open_fds() == before
