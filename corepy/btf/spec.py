@@ -10,6 +10,7 @@ for (then cached), and the name index is built on the first lookup by name.
 
 from __future__ import annotations
 
+import functools
 import gc
 import mmap
 import os
@@ -76,7 +77,6 @@ class _Codec:
         self.header = layouts.fmt(layouts.header)
         self.btf_type = layouts.fmt(layouts.btf_type)
         self.type_size = self.btf_type.size
-        self.name_info = struct.Struct(layouts.prefix + "II")  # btf_type's first two fields
         self.u32 = struct.Struct(layouts.prefix + "I")
         self.array = layouts.fmt(layouts.array)
         self.member = layouts.fmt(layouts.member)
@@ -96,7 +96,11 @@ class _Codec:
 
 
 _U32 = array("I")
-_CODECS = {"little": _Codec(fmt.LITTLE), "big": _Codec(fmt.BIG)}
+
+
+@functools.cache
+def _codec(order: str) -> _Codec:
+    return _Codec(fmt.LITTLE if order == "little" else fmt.BIG)
 
 
 class BTF:
@@ -122,9 +126,12 @@ class BTF:
         self._buf = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
         self.start_id = len(base) if base is not None else 1
         self._str_base = base._str_total if base is not None else 0
-        codec = _CODECS.get(self._byte_order_of(self._buf))  # type: ignore[arg-type]
-        self._codec: _Codec = codec  # type: ignore[assignment]
-        self.byte_order = codec.layouts.order
+        layouts = fmt.layouts_for_magic(self._buf)
+        if layouts is None:
+            got = bytes(self._buf[:2]).hex() if len(self._buf) >= 2 else f"{len(self._buf)} byte(s)"
+            raise self._err(f"not BTF: bad magic {got} (want {fmt.BTF_MAGIC:#x} in either byte order)", 0)
+        self.byte_order = layouts.order
+        self._codec = _codec(layouts.order)
         self._read_header()
         self._str_total = self._str_base + self._str_len
         self._strtab = bytes(self._buf[self._str_start : self._str_start + self._str_len])
@@ -210,13 +217,6 @@ class BTF:
     # --- parsing ----------------------------------------------------------
     def _err(self, message: str, offset: int | None = None) -> BTFError:
         return BTFError(message, offset=offset, source=self.source)
-
-    def _byte_order_of(self, buf: memoryview) -> str:
-        layouts = fmt.layouts_for_magic(buf)
-        if layouts is None:
-            got = bytes(buf[:2]).hex() if len(buf) >= 2 else f"{len(buf)} byte(s)"
-            raise self._err(f"not BTF: bad magic {got} (want {fmt.BTF_MAGIC:#x} in either byte order)", 0)
-        return layouts.order
 
     def _read_header(self) -> None:
         codec, buf = self._codec, self._buf

@@ -27,7 +27,7 @@ import zlib
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
-from itertools import compress, repeat
+from itertools import compress, count, repeat
 
 from ..errors import BTFError
 
@@ -44,8 +44,9 @@ class NameIndex:
         """``strtab`` (the own string section) enables the fast path when every name offset indexes it
         directly (no base); ``string_bytes(off)`` reads any name otherwise."""
         self._name_offs = name_offs
-        self._last: dict[int, int] = dict(zip(name_offs, range(len(name_offs))))
-        self._counts = Counter(name_offs)
+        # named types only (name offset 0 is the empty name): offset -> last position using it, use counts
+        self._last: dict[int, int] = dict(compress(zip(name_offs, count()), name_offs))
+        self._counts = Counter(filter(None, name_offs))
         self._shared: dict[int, list[int]] = {}
         offs = list(self._last)
         names: list[bytes] | None = None
@@ -99,7 +100,7 @@ class NameIndex:
     def hashed(self, strtab: bytes) -> HashedNameIndex:
         """The same index as a flat hash table (for the cache)."""
         by_name: dict[bytes, list[int]] = {}
-        dup_offs = {off for off, n in self._counts.items() if n > 1}
+        dup_offs = {off for off, n in self._counts.items() if n > 1}  # never 0: not counted
         shared: dict[int, list[int]] = {}
         for off, pos in compress(zip(self._name_offs, range(len(self._name_offs))),
                                  map(dup_offs.__contains__, self._name_offs)):
