@@ -61,6 +61,8 @@ def test_maps_and_programs_match_libbpf(object_path):
         got = dict(type=int(m.type), key=m.key_size, value=m.value_size, max=m.max_entries, flags=m.flags,
                    numa=m.numa_node, extra=m.map_extra, btf_key=m.key_type_id, btf_value=m.value_type_id)
         assert got == {k: lib[k] for k in got}, name
+        if m.internal and m.name != ".kconfig":  # initial contents (kconfig is filled at load)
+            assert bytes(m.data) == lib["data"], name
     assert set(obj.programs) == set(seen["progs"])
     for name, lib in seen["progs"].items():
         p = obj.programs[name]

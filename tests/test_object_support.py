@@ -156,13 +156,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bpf_object__load failed\n");
 		return 3;
 	}
-	bpf_object__for_each_map(m, obj)
+	bpf_object__for_each_map(m, obj) {
+		size_t size = 0, i;
+		const unsigned char *data = bpf_map__initial_value(m, &size);
+
 		printf("map %s type=%u key=%u value=%u max=%u flags=%u numa=%u extra=%llu "
-		       "btf_key=%u btf_value=%u fd=%d\n", bpf_map__name(m), bpf_map__type(m),
+		       "btf_key=%u btf_value=%u fd=%d data=", bpf_map__name(m), bpf_map__type(m),
 		       bpf_map__key_size(m), bpf_map__value_size(m), bpf_map__max_entries(m),
 		       bpf_map__map_flags(m), bpf_map__numa_node(m),
 		       (unsigned long long)bpf_map__map_extra(m), bpf_map__btf_key_type_id(m),
 		       bpf_map__btf_value_type_id(m), bpf_map__fd(m));
+		for (i = 0; data && i < size; i++)
+			printf("%02x", data[i]);
+		printf("%s\n", data ? "" : "-");
+	}
 	bpf_object__for_each_program(p, obj) {
 		const struct bpf_insn *in = bpf_program__insns(p);
 		size_t i, n = bpf_program__insn_cnt(p);
@@ -238,7 +245,9 @@ def run_oracle(obj: Path, load: bool = False) -> dict:
             cur["insns"].append(tuple(int(x) for x in rest.split()))
             continue
         name, *fields = rest.split()
-        rec = {k: (v if k == "sec" else int(v)) for k, v in (f.split("=", 1) for f in fields)}
+        rec = {k: (v if k in ("sec", "data") else int(v)) for k, v in (f.split("=", 1) for f in fields)}
+        if "data" in rec:
+            rec["data"] = None if rec["data"] == "-" else bytes.fromhex(rec["data"])
         if kind == "map":
             maps[name] = rec
         else:
