@@ -7,6 +7,7 @@ The result holds no file descriptors: :class:`MapRef` entries tell the loader wh
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -22,7 +23,12 @@ if TYPE_CHECKING:
     from .core import CoreRecord
     from .externs import ResolvedExterns
 
-__all__ = ["MapRef", "LinkedProgram", "link", "POISON_CALL_KFUNC_BASE"]
+__all__ = ["MapRef", "LinkedProgram", "link", "POISON_CALL_KFUNC_BASE", "FUNC_INFO", "LINE_INFO"]
+
+FUNC_INFO = struct.Struct("<II")
+"""``struct bpf_func_info``: insn_off, type_id."""
+LINE_INFO = struct.Struct("<IIII")
+"""``struct bpf_line_info``: insn_off, file_name_off, line_off, line_num << 10 | line_col."""
 
 POISON_CALL_KFUNC_BASE = 2002000000
 """libbpf's immediate for calls of unresolved weak kfuncs: ``call unknown#2002000000+extern index``."""
@@ -58,6 +64,16 @@ class LinkedProgram:
     """The CO-RE records applied, with ``insn`` still function-relative."""
     poisoned_kfuncs: list[tuple[int, str]] = field(default_factory=list)
     """(insn index, extern name) of calls to unresolved weak kfuncs."""
+
+    def func_info_bytes(self) -> bytes:
+        """:attr:`func_info` packed for BPF_PROG_LOAD (record size ``FUNC_INFO.size``)."""
+        return b"".join(FUNC_INFO.pack(r.insn_off, r.type_id) for r in self.func_info)
+
+    def line_info_bytes(self) -> bytes:
+        """:attr:`line_info` packed for BPF_PROG_LOAD (record size ``LINE_INFO.size``); string
+        offsets refer to the object's BTF."""
+        return b"".join(LINE_INFO.pack(r.insn_off, r.file_name_off, r.line_off, (r.line_num << 10) | r.line_col)
+                        for r in self.line_info)
 
     def patched(self, map_fds: dict[str, int]) -> list[Insn]:
         """A copy of :attr:`insns` with each :class:`MapRef` given its map's fd."""
