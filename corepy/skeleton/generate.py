@@ -1,0 +1,406 @@
+"""Write the Python skeleton module of a BPF object. Pure: reads the ELF and its BTF only.
+
+The module (like ``bpftool gen skeleton``'s C header or cilium's bpf2go Go file) holds:
+
+- a dataclass per struct/union used by map keys and values, by global variables, and per
+  type named with ``types=`` (e.g. a ring buffer record), each with ``from_bytes``/``to_bytes``
+  on a ``struct`` format computed from the BTF layout (see :mod:`corepy.skeleton.records`);
+- namespaces with one typed property per map (``skel.maps.x``), program (``skel.progs.x``),
+  link (``skel.links.x``) and global variable, grouped by data section as libbpf does
+  (``skel.rodata.x``, ``skel.bss.x``, ``skel.data_foo.x`` for ``.data.foo``);
+- ``<Name>Skeleton``, a :class:`corepy.skeleton.runtime.Skeleton` opening the object from
+  bytes embedded in the module (``embed=True``) or from a path relative to the module.
+
+The text depends only on the object's bytes and the options: same input, same output.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..btf.types import Enum, Enum64, Kind, Linkage, Struct, Typedef, Union
+from ..errors import BTFError, ObjectError
+from .records import FieldPlan, Planner, RecordPlan, class_name, identifier
+
+__all__ = ["SkeletonSource", "generate", "section_attr"]
+
+_RESERVED = {"maps", "progs", "links", "object", "open", "load", "attach", "detach", "close", "destroy",
+             "open_and_load"}
+"""Skeleton attribute names a data section may not take."""
+
+
+def section_attr(section: str) -> str:
+    """libbpf's skeleton name of a data section: ``.rodata`` -> ``rodata``, ``.data.foo`` -> ``data_foo``."""
+    return identifier(section.lstrip(".").replace(".", "_"))
+
+
+@dataclass
+class SkeletonSource:
+    """Where the generated module finds the object: embedded bytes or a path beside it."""
+
+    data: bytes
+    embed: bool = False
+    relpath: str = ""
+    """Path of the object relative to the generated module's directory (``embed=False``)."""
+    display: str = ""
+    """The object's file name for comments."""
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+
+
+def generate(source: SkeletonSource, *, name: str | None = None, types: Sequence[str] = ()) -> str:
+    """The skeleton module's text. ``name`` defaults to the object name (file name up to its
+    first '.'); ``types`` names extra structs/unions (``event`` or ``struct event``) to generate.
+    Raises ObjectError/BTFError for objects without BTF, unknown type names, or names that
+    cannot become Python identifiers."""
+    from .runtime import parse_object
+
+    obj_name = (source.display or "object").split("/")[-1].split(".")[0] or "object"
+    spec = parse_object(source.data, obj_name, source.display or "<bytes>")
+    if spec.btf is None:
+        raise ObjectError("object has no BTF (.BTF section): build it with clang -g", path=source.display)
+    return _Writer(spec, source, class_name(name or obj_name), types).module()
+
+
+class _Writer:
+    def __init__(self, spec, source: SkeletonSource, prefix: str, types: Sequence[str]) -> None:
+        from ..btf.dump_c import CDumper
+
+        self.spec, self.source, self.prefix = spec, source, prefix
+        self.btf = spec.btf
+        self.c = CDumper(self.btf)
+        self.planner = Planner(self.btf)
+        for suffix in ("Skeleton", "Maps", "Progs", "Links"):
+            self.planner.reserve(prefix + suffix)
+        self.sections = self._sections()
+        for attr in self.sections:
+            self.planner.reserve(prefix + class_name(attr))
+        self.roots: list[int] = []
+        self.map_hints: dict[str, tuple[str, str]] = {}
+        self._plan_maps()
+        self.var_hints = self._plan_globals()
+        self._plan_named(types)
+
+    # --- what goes in -------------------------------------------------------------
+    def _sections(self) -> dict[str, tuple[str, list]]:
+        """attr -> (section name, global variables), for data sections with globals."""
+        out: dict[str, tuple[str, list]] = {}
+        for m in self.spec.maps.values():
+            if not m.internal or m.name == ".kconfig":
+                continue
+            variables = [(key, v) for key, v in self.spec.variables.items()
+                         if v.map == m.name and v.linkage == Linkage.GLOBAL]
+            if not variables:
+                continue
+            attr = section_attr(m.name)
+            if attr in _RESERVED or attr in out:
+                raise ObjectError(f"data section {m.name!r} cannot be the skeleton attribute {attr!r}",
+                                  path=self.source.display)
+            for _, v in variables:
+                self._check_ident(v.name, f"global variable in {m.name}")
+            out[attr] = (m.name, sorted(variables, key=lambda kv: (kv[1].offset, kv[1].name)))
+        return out
+
+    def _check_ident(self, name: str, what: str) -> None:
+        if identifier(name) != name or name.startswith("_"):
+            raise ObjectError(f"{what} {name!r} is not usable as a Python attribute", path=self.source.display)
+
+    def _root(self, type_id: int, hint_name: str) -> str | None:
+        """Plan the record ``type_id`` resolves to, if it is one; its class name."""
+        if not type_id or not self.planner.is_record(type_id):
+            return None
+        plan = self.planner.record(type_id, hint_name)
+        if plan.type_id not in self.roots:
+            self.roots.append(plan.type_id)
+        return plan.name
+
+    def _plan_maps(self) -> None:
+        for m in self.spec.maps.values():
+            if m.internal:
+                continue
+            key = self._root(m.key_type_id, f"{m.name}_key")
+            value = self._root(m.value_type_id, f"{m.name}_value")
+            self.map_hints[m.name] = (key or "", value or "")
+
+    def _plan_globals(self) -> dict[str, str]:
+        hints = {}
+        for _, variables in self.sections.values():
+            for key, v in variables:
+                record = self._root(v.type_id, v.name)
+                hints[key] = record or self.planner.shape(v.type_id, v.name).hint
+        return hints
+
+    def _plan_named(self, names: Iterable[str]) -> None:
+        for raw in names:
+            name = raw.strip()
+            for prefix in ("struct ", "union "):
+                if name.startswith(prefix):
+                    name = name[len(prefix):].strip()
+            if not name:
+                continue
+            found = [t for t in self.btf.find(name)
+                     if isinstance(t, (Struct, Union, Typedef)) and (not isinstance(t, Typedef)
+                                                                     or self.planner.is_record(t.id))]
+            if not found:
+                others = sorted({t.kind.name for t in self.btf.find(name)})
+                what = f" (only {', '.join(others)})" if others else ""
+                raise BTFError(f"no struct or union named {name!r} in the object's BTF{what}; declare a "
+                               f"variable of that type in the BPF program (e.g. `struct {name} *unused "
+                               f"__attribute__((unused));`) so clang emits it", source=self.source.display)
+            self._root(min(found, key=lambda t: (t.kind != Kind.STRUCT and t.kind != Kind.UNION, t.id)).id,
+                       name)
+
+    # --- module text --------------------------------------------------------------
+    def module(self) -> str:
+        parts = [self._header(), self._records(), self._namespaces(), self._skeleton()]
+        return "\n\n\n".join(p.rstrip("\n") for p in parts if p) + "\n"
+
+    def _header(self) -> str:
+        src = self.source
+        where = ("the object is embedded below" if src.embed
+                 else f"the object is read from {src.relpath!r}, relative to this file")
+        record_names = [self.planner.plans[i].name for i in self._ordered()]
+        exports = [f"{self.prefix}Skeleton", *record_names]
+        lines = [
+            f"# Generated by `corepy skeleton` from {src.display or 'a BPF object'}: DO NOT EDIT.",
+            f"# object sha256: {src.sha256}",
+            f"# ({where})",
+            f'"""Skeleton of the BPF object ``{src.display}``: maps, programs, links and globals as',
+            "typed attributes, and its record types as dataclasses.",
+            "",
+            f"    with {self.prefix}Skeleton.open() as skel:",
+            "        ...  # set globals, edit map and program specs",
+            "        skel.load()",
+            "        skel.attach()",
+            '"""',
+            "",
+            "from __future__ import annotations",
+            "",
+        ]
+        if record_names:
+            lines += ["import struct", "from dataclasses import dataclass, field"]
+        lines += ["from typing import TYPE_CHECKING, ClassVar", "", "from corepy.skeleton import runtime as _rt", "",
+                  "if TYPE_CHECKING:",
+                  "    from corepy.links import Link",
+                  "    from corepy.maps import Map",
+                  "    from corepy.object.spec import MapSpec, ProgramSpec",
+                  "    from corepy.programs import Program",
+                  "",
+                  f"__all__ = {exports!r}",
+                  "",
+                  f"OBJECT_SHA256 = {src.sha256!r}"]
+        if src.embed:
+            b64 = base64.b64encode(src.data).decode()
+            chunks = [b64[i:i + 96] for i in range(0, len(b64), 96)] or [""]
+            lines.append("OBJECT_BASE64 = (")
+            lines += [f'    "{c}"' for c in chunks]
+            lines.append(")")
+        else:
+            lines.append(f"OBJECT_PATH = {src.relpath!r}")
+            lines.append('"""The object, relative to this module\'s directory."""')
+        return "\n".join(lines)
+
+    def _ordered(self) -> list[int]:
+        """Record type ids, dependencies first, otherwise in the order first needed."""
+        out: list[int] = []
+        seen: set[int] = set()
+
+        def visit(tid: int) -> None:
+            if tid in seen:
+                return
+            seen.add(tid)
+            for dep in self.planner.plans[tid].deps:
+                visit(dep)
+            out.append(tid)
+
+        for tid in self.roots:
+            visit(tid)
+        return out
+
+    def _records(self) -> str:
+        ids = self._ordered()
+        if not ids:
+            return ""
+        blocks = ["# --- record types " + "-" * 70]
+        blocks += [_RecordWriter(self.planner.plans[i]).text() for i in ids]
+        return "\n\n\n".join(blocks)
+
+    def _decl(self, type_id: int, name: str) -> str:
+        try:
+            text = self.c.type_decl(type_id, name)
+        except BTFError:
+            return name
+        return " ".join(text.split()) if len(text) <= 100 else f"{name} ({self.btf[type_id].kind.name.lower()})"
+
+    def _namespaces(self) -> str:
+        p = self.prefix
+        out = ["# --- skeleton " + "-" * 74]
+        lines = [f"class {p}Maps(_rt.Maps):",
+                 f'    """Maps of {self.source.display}: editable specs before load, live maps after."""',
+                 "", "    __slots__ = ()"]
+        for m in self.spec.maps.values():
+            attr = section_attr(m.name) if m.internal else m.name
+            self._check_ident(attr, "map")
+            lines += ["", "    @property", f"    def {attr}(self) -> Map | MapSpec:",
+                      f'        """{self._map_doc(m)}"""', f"        return self._get({m.name!r})"]
+        out.append("\n".join(lines))
+        progs = sorted(self.spec.programs.values(), key=lambda pr: pr.name)
+        for cls, base, doc, hint in (
+            (f"{p}Progs", "Progs", "Programs: editable specs before load, loaded programs after.",
+             "Program | ProgramSpec"),
+            (f"{p}Links", "Links", "Links made by ``attach()``: None until then, or for a program not attached.",
+             "Link | None"),
+        ):
+            lines = [f"class {cls}(_rt.{base}):", f'    """{doc}"""', "", "    __slots__ = ()"]
+            for prog in progs:
+                self._check_ident(prog.name, "program")
+                lines += ["", "    @property", f"    def {prog.name}(self) -> {hint}:",
+                          f'        """SEC("{prog.section}")."""', f"        return self._get({prog.name!r})"]
+            out.append("\n".join(lines))
+        for attr, (sec, variables) in self.sections.items():
+            access = "read-only for programs, frozen at load" if sec.startswith(".rodata") else "read-write"
+            lines = [f"class {p}{class_name(attr)}(_rt.Globals):",
+                     f'    """Globals of ``{sec}`` ({access}): initial values before load, live ones after."""',
+                     "", f"    _SECTION = {sec!r}", "    __slots__ = ()"]
+            for key, v in variables:
+                hint = self.var_hints[key]
+                lines += ["", "    @property", f"    def {v.name}(self) -> {hint}:",
+                          f'        """``{self._decl(v.type_id, v.name)}`` at offset {v.offset}."""',
+                          f"        return self._get({key!r})",
+                          "", f"    @{v.name}.setter", f"    def {v.name}(self, value: {hint}) -> None:",
+                          f"        self._set({key!r}, value)"]
+            out.append("\n".join(lines))
+        return "\n\n\n".join(out)
+
+    def _map_doc(self, m) -> str:
+        kind = getattr(m.type, "name", str(m.type))
+        if m.internal:
+            return f"``{m.name}``: the {kind} map holding the section's data."
+        parts = [f"``{m.name}``: {kind}"]
+        if m.key_size:
+            parts.append(f"key {self._type_text(m.key_type_id, m.key_size)}")
+        if m.value_size:
+            parts.append(f"value {self._type_text(m.value_type_id, m.value_size)}")
+        parts.append(f"{m.max_entries} entries")
+        return ", ".join(parts) + "."
+
+    def _type_text(self, type_id: int, size: int) -> str:
+        if not type_id:
+            return f"{size} bytes"
+        record = self.planner.plans.get(self.planner.resolve(type_id).id)
+        return f"{record.name if record else self._decl(type_id, '').strip()} ({size} bytes)"
+
+    def _skeleton(self) -> str:
+        p = self.prefix
+        lines = [f"class {p}Skeleton(_rt.Skeleton):",
+                 f'    """The BPF object ``{self.source.display}``; ``open()`` parses it, ``load()`` creates maps and',
+                 "    loads programs, ``attach()`` attaches every program whose section says where, ``close()``",
+                 '    (or leaving the ``with`` block) releases everything once."""',
+                 "",
+                 f"    OBJECT_NAME: ClassVar[str] = {self.spec.name!r}",
+                 "    OBJECT_SHA256: ClassVar[str] = OBJECT_SHA256",
+                 f"    maps: {p}Maps", f"    progs: {p}Progs", f"    links: {p}Links"]
+        lines += [f"    {attr}: {p}{class_name(attr)}" for attr in self.sections]
+        ns = [("maps", f"{p}Maps"), ("progs", f"{p}Progs"), ("links", f"{p}Links")]
+        ns += [(attr, p + class_name(attr)) for attr in self.sections]
+        lines.append("    _NAMESPACES: ClassVar[dict[str, type]] = {")
+        lines += [f"        {attr!r}: {cls}," for attr, cls in ns]
+        lines.append("    }")
+        record_names = {pl.name for pl in self.planner.plans.values()}
+        records = {key: self.var_hints[key] for _, vs in self.sections.values() for key, _ in vs
+                   if self.var_hints[key] in record_names}
+        if records:
+            lines.append("    _RECORDS: ClassVar[dict[str, type]] = {")
+            lines += [f"        {k!r}: {v}," for k, v in records.items()]
+            lines.append("    }")
+        lines += ["", "    @classmethod", "    def _object_source(cls) -> _rt.ObjectSource:"]
+        if self.source.embed:
+            lines.append(f"        return _rt.ObjectSource.embedded(OBJECT_BASE64, {self.source.display!r})")
+        else:
+            lines.append("        return _rt.ObjectSource.beside(__file__, OBJECT_PATH)")
+        return "\n".join(lines)
+
+
+class _RecordWriter:
+    """The text of one record dataclass."""
+
+    def __init__(self, plan: RecordPlan) -> None:
+        self.plan = plan
+        self.formats = plan.formats()
+
+    def text(self) -> str:
+        p = self.plan
+        kind = "union: members overlap; to_bytes writes the non-zero members in order" if p.union else ""
+        lines = ["@dataclass(slots=True)", f"class {p.name}:",
+                 f'    """``{p.c_name}`` ({p.size} bytes{"; " + kind if kind else ""})."""', ""]
+        for f in p.fields:
+            s = f.shape
+            default = f"field(default_factory=lambda: {s.default})" if s.factory and not s.default.endswith("()") \
+                else (f"field(default_factory={s.default[:-2]})" if s.factory else s.default)
+            hint = "bool" if f.boolean else s.hint
+            lines.append(f"    {f.name}: {hint} = {default}")
+        lines += ["", f"    SIZE: ClassVar[int] = {p.size}"]
+        for i, (fmt, _) in enumerate(self.formats):
+            lines.append(f"    {self._st(i)}: ClassVar[struct.Struct] = struct.Struct({fmt!r})")
+        lines += ["", "    @classmethod",
+                  f"    def from_bytes(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> {p.name}:",
+                  f'        """Decode ``SIZE`` bytes at ``offset``."""',
+                  "        try:"]
+        values: dict[str, str] = {}
+        for i, (_, group) in enumerate(self.formats):
+            var = self._v(i)
+            lines.append(f"            {var} = cls.{self._st(i)}.unpack_from(data, offset)")
+            idx = 0
+            for f in group:
+                values[f.name] = f.shape.decode(var, str(idx))
+                idx += f.shape.count
+        if p.union and not self.formats:
+            lines.append("            pass")
+        lines += ["        except struct.error:",
+                  f"            raise _rt.short_buffer({p.name!r}, cls.SIZE, data, offset) from None"]
+        for f in p.fields:
+            if f.bits:
+                get = f"_rt.get_bits(data, offset + {f.offset}, {f.bit_shift}, {f.bits}, {f.signed})"
+                values[f.name] = f"bool({get})" if f.boolean else get
+        args = ", ".join(values[f.name] for f in p.fields)
+        if len(args) > 80:
+            args = "\n            " + ",\n            ".join(values[f.name] for f in p.fields) + ",\n        "
+        lines.append(f"        return cls({args})")
+        lines += ["", "    def to_bytes(self) -> bytes:", f'        """The ``SIZE`` bytes of this value."""',
+                  "        try:"]
+        bitfields = [f for f in p.fields if f.bits]
+        if p.union:
+            lines.append("            buf = bytearray(self.SIZE)")
+            for i, (_, group) in enumerate(self.formats):
+                f = group[0]
+                lines.append(f"            if self.{f.name} != {f.shape.default}:")
+                lines.append(f"                self.{self._st(i)}.pack_into(buf, 0, {self._pack_args(group)})")
+        else:
+            packed = f"self.{self._st(0)}.pack({self._pack_args(self.formats[0][1])})"
+            lines.append(f"            buf = bytearray({packed})" if bitfields else f"            return {packed}")
+        for f in bitfields:
+            lines.append(f"            _rt.set_bits(buf, {f.offset}, {f.bit_shift}, {f.bits}, {f.signed}, "
+                         f"self.{f.name}, {f.name!r})")
+        if p.union or bitfields:
+            lines.append("            return bytes(buf)")
+        lines += ["        except (struct.error, TypeError, ValueError) as e:",
+                  f"            raise _rt.encode_error({p.name!r}, e) from None"]
+        return "\n".join(lines)
+
+    @staticmethod
+    def _st(i: int) -> str:
+        return "_struct" if i == 0 else f"_struct{i}"
+
+    @staticmethod
+    def _v(i: int) -> str:
+        return "v" if i == 0 else f"v{i}"
+
+    @staticmethod
+    def _pack_args(group: list[FieldPlan]) -> str:
+        return ", ".join(f.shape.encode(f"self.{f.name}") for f in group)
