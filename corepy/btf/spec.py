@@ -148,7 +148,7 @@ class BTF:
             self._cache_key = None  # nothing to store
         else:
             self._offsets, self._name_offs = self._scan()
-        self._cache: list[Type | None] = [None] * len(self._offsets)
+        self._decoded: list[Type | None] = [None] * len(self._offsets)
         self._ptr_size: int | None = None
 
     # --- construction -----------------------------------------------------
@@ -354,11 +354,11 @@ class BTF:
         i = type_id - self.start_id
         if i >= 0:
             try:
-                t = self._cache[i]
+                t = self._decoded[i]
             except (IndexError, TypeError):
                 raise self._err(f"type id {type_id!r} out of range (last id is {len(self) - 1})") from None
             if t is None:
-                t = self._cache[i] = self._decode_type(type_id, self._type_start + 4 * self._offsets[i])
+                t = self._decoded[i] = self._decode_type(type_id, self._type_start + 4 * self._offsets[i])
             return t
         if self.base is not None:
             return self.base[type_id]
@@ -502,7 +502,7 @@ class BTF:
         positions = self._name_index().positions(name.encode())
         if positions is None:  # a cached index that contradicts the blob: forget it, index afresh
             self._offsets, self._name_offs = self._scan()
-            self._cache = [None] * len(self._offsets)
+            self._decoded = [None] * len(self._offsets)
             self._index = None
             self._cache_key = blob_digest(self._buf)  # and replace it on disk
             positions = self._name_index().positions(name.encode())
