@@ -85,12 +85,19 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 """
 
 
+# Measure what users get: byte-code caches written (pip does that on install), so drop a
+# PYTHONDONTWRITEBYTECODE inherited from the environment; one untimed warm-up run fills them.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(cmd: list[str], runs: int = RUNS) -> float:
-    """Median wall time in ms of ``cmd`` as a fresh process (fails loudly if it fails)."""
+    """Median wall time in ms of ``cmd`` as a fresh process, after one untimed warm-up run
+    (fails loudly if it fails)."""
+    subprocess.run(cmd, capture_output=True, env=ENV)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
         times.append((time.perf_counter() - t0) * 1000)
         if done.returncode:
             raise SystemExit(f"{' '.join(cmd[:3])}... failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -128,7 +135,7 @@ def bcc_missing() -> str | None:
 
 def import_costs(top: int = 6) -> list[tuple[str, float]]:
     """corepy's heaviest imports (cumulative ms) during open+load+attach, from -X importtime."""
-    done = subprocess.run([PY, "-X", "importtime", "-c", COREPY], capture_output=True, text=True)
+    done = subprocess.run([PY, "-X", "importtime", "-c", COREPY], capture_output=True, text=True, env=ENV)
     costs = []
     for line in done.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|(\s*)(\S+)", line)

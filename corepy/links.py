@@ -157,10 +157,13 @@ class Link:
         """Detach (unless pinned) and release every fd; idempotent."""
         fd, self._fd = self._fd, None
         owned, self._owned = self._owned, []
-        if fd is not None:
-            fd.close()
+        # owned fds first: the link holds its own reference to e.g. a perf event, so the kernel
+        # tears everything down once, on the link's close (closing the link first costs a
+        # second RCU grace period in the perf event's release: ~2x slower)
         for o in owned:
             o.close()
+        if fd is not None:
+            fd.close()
 
     def __enter__(self) -> Link:
         return self
@@ -348,3 +351,4 @@ class SocketAttachment(Link):
 
     def info(self) -> LinkInfo:
         raise NotSupportedError("BPF links for socket filters", "SO_ATTACH_BPF has no link info")
+
