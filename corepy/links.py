@@ -8,13 +8,14 @@ kernels, a socket filter) are :class:`Link` subclasses with the same ``close()``
 from __future__ import annotations
 
 import errno
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import NotSupportedError, SyscallError
 
 if TYPE_CHECKING:
+    import socket
+
     from .programs import Program
     from .syscalls.fd import FD
 
@@ -333,8 +334,10 @@ class SocketAttachment(Link):
         self._attached = False
         if self._sock.fileno() < 0:
             return  # the socket is gone, and its filter with it
+        from socket import SOL_SOCKET  # the socket exists, so its module is loaded already
+
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_BPF, 0)
+            self._sock.setsockopt(SOL_SOCKET, SO_DETACH_BPF, 0)
         except OSError:
             pass  # nothing attached any more
 
@@ -343,7 +346,9 @@ class SocketAttachment(Link):
 
     def update(self, program: Program, *, expected: Program | None = None) -> None:
         """Replace the filter (a second SO_ATTACH_BPF replaces the first atomically)."""
-        self._sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, program.fd)
+        from socket import SOL_SOCKET
+
+        self._sock.setsockopt(SOL_SOCKET, SO_ATTACH_BPF, program.fd)
         self.program = program
 
     def pin(self, path: str) -> None:
