@@ -657,10 +657,17 @@ class Map:
     # --- iteration ------------------------------------------------------
     def _raw_keys(self) -> Iterator[bytes]:
         key: bytes | None = None
+        limit = self.max_entries or None
+        seen = 0
         while True:
             nxt = sysmaps.map_get_next_key(self.fd, key, self.key_size)
             if nxt is None:
                 return
+            seen += 1
+            if limit is not None and seen > limit:
+                # a key deleted under the walk makes a hash map start over from its first key
+                raise CorepyError(f"map {self.name!r}: more than max_entries ({limit}) keys while iterating: "
+                                  "the map changed under the walk; use lookup_batch() for a snapshot")
             yield nxt
             key = nxt
 

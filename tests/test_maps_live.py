@@ -12,7 +12,7 @@ import pytest
 
 from corepy.asm.insn import ALU64, EXIT_INSN, MOV, Insn
 from corepy.btf.spec import BTF
-from corepy.errors import BPFPermissionError, SyscallError
+from corepy.errors import BPFPermissionError, CorepyError, SyscallError
 from corepy.maps import Map, MapIncompatibleError
 from corepy.syscalls import load as sysload
 from corepy.syscalls import maps as sysmaps
@@ -480,3 +480,16 @@ def test_threads_share_a_map():
             t.join()
         assert not errors
         assert dict(m.lookup_batch()) == {b + i: (b + i) * 3 for b in range(0, 5000, 1000) for i in range(1, 500, 2)}
+
+
+def test_iteration_while_deleting_terminates():
+    with Map.create(MapType.HASH, 4, 4, 32, name="churn") as m:
+        for i in range(32):
+            m[i] = i
+        seen = []
+        with pytest.raises(CorepyError, match="changed under the walk"):
+            for k in m.keys():
+                seen.append(k)
+                del m[k]  # the next GET_NEXT_KEY restarts from the first key
+                m[k + 1000] = 0
+        assert len(seen) == 32  # never endless: at most max_entries keys
