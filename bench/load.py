@@ -124,13 +124,14 @@ def bpftool_loadall() -> float:
 
 def bcc_missing() -> str | None:
     """Why bcc cannot run here, or None."""
-    probe = subprocess.run(["python3", "-c", "import bcc"], capture_output=True)
-    if probe.returncode:
-        return "python3-bpfcc (bcc) is not installed"
+    reasons = []
+    if subprocess.run(["python3", "-c", "import bcc"], capture_output=True).returncode:
+        reasons.append("python3-bpfcc (bcc) is not installed")
     release = os.uname().release
     if not os.path.isdir(f"/lib/modules/{release}/build") and not os.path.exists("/sys/kernel/kheaders.tar.xz"):
-        return f"bcc needs kernel headers: no /lib/modules/{release}/build and no /sys/kernel/kheaders.tar.xz"
-    return None
+        reasons.append(f"bcc compiles against kernel headers: no /lib/modules/{release}/build and no "
+                       "/sys/kernel/kheaders.tar.xz (CONFIG_IKHEADERS)")
+    return "; ".join(reasons) or None
 
 
 def import_costs(top: int = 6) -> list[tuple[str, float]]:
