@@ -465,6 +465,7 @@ class Map:
     def from_fd(cls, fd: FD, *, btf: BTF | None = None) -> Map:
         """Wrap an fd already open on a map (owning it); BTF fetched from the kernel when the map has some."""
         try:
+            _check_is_map(fd)
             info = MapInfo.of(fd)
             if btf is None and info.btf_id:
                 btf = btf_from_id(info.btf_id)
@@ -909,6 +910,16 @@ def _ringbuf_size(size: int) -> int:
     while mul * page <= size:
         mul <<= 1
     return mul * page
+
+
+def _check_is_map(fd: FD) -> None:
+    """BPF_OBJ_GET and friends hand out any BPF object: make sure this one is a map."""
+    try:
+        kind = os.readlink(f"/proc/self/fd/{fd.fileno()}")
+    except OSError:
+        return  # no procfs: the map info below is the only check
+    if kind != "anon_inode:bpf-map":
+        raise CorepyError(f"fd {fd.fileno()} is not a BPF map but {kind.removeprefix('anon_inode:')}")
 
 
 def _open_pinned(path: str) -> FD | None:

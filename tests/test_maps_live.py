@@ -493,3 +493,14 @@ def test_iteration_while_deleting_terminates():
                 del m[k]  # the next GET_NEXT_KEY restarts from the first key
                 m[k + 1000] = 0
         assert len(seen) == 32  # never endless: at most max_entries keys
+
+
+def test_from_pinned_refuses_a_program(pin_dir):
+    insns = [Insn(ALU64 | MOV, dst=0, imm=0), Insn(EXIT_INSN)]
+    path = os.path.join(pin_dir, "prog")
+    with sysload.prog_load(ProgType.SOCKET_FILTER, insns, name="notamap") as prog:
+        from corepy.syscalls.objects import obj_pin
+
+        obj_pin(prog, path)
+    with pytest.raises(CorepyError, match="not a BPF map but bpf-prog"):
+        Map.from_pinned(path)
