@@ -15,7 +15,7 @@ import pytest
 import corepy
 from corepy.btf.spec import BTF
 from corepy.collection import UnknownNameError
-from corepy.errors import BPFPermissionError, CorepyError, VerifierError
+from corepy.errors import BPFPermissionError, CorepyError, NotSupportedError, VerifierError
 from corepy.maps import MapIncompatibleError
 from corepy.syscalls.cpus import possible_cpu_count
 from corepy.syscalls.objects import prog_info
@@ -322,3 +322,18 @@ def test_btf_refused_loads_without_it():
         with open(r, "rb") as rf, open(w, "wb", buffering=0) as wf:
             wf.write(b"x")
             assert obj.globals.write_count >= 1 and obj.globals.last_fd == w
+
+
+def test_globals_without_mmap_go_through_lookup_and_update():
+    with corepy.open(fixture_obj("globals"), pin_root=None) as obj:
+        for name in (".data", ".bss"):
+            obj.maps[name].flags &= ~MapFlag.MMAPABLE  # specs are editable: plain array maps then
+        obj.load()
+        assert not obj.maps[".data"].info().flags & MapFlag.MMAPABLE
+        with pytest.raises(NotSupportedError, match="BPF_F_MMAPABLE"):
+            obj.maps[".data"].mmap()
+        obj.globals.data_counter = 41
+        assert obj.globals.data_counter == 41
+        run(obj.programs["record_globals"])
+        assert obj.globals.seen[13] == 41 and obj.globals.data_counter == 42
+        assert obj.globals.raw("data_counter") == (42).to_bytes(4, "little")
