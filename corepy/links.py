@@ -61,7 +61,7 @@ def fetch_link_info(fd: int) -> LinkInfo:
     import ctypes
 
     from .syscalls.objects import link_info, obj_get_info
-    from .syscalls.uapi import LinkType
+    from .syscalls.uapi import LinkType, PerfEventType
 
     raw = link_info(fd)
     member = _INFO_MEMBER.get(getattr(_enum(LinkType, raw.type), "name", ""))
@@ -69,7 +69,7 @@ def fetch_link_info(fd: int) -> LinkInfo:
     if member in _NAME_FIELDS:
         part, fields = getattr(raw, member), _NAME_FIELDS[member]
     elif member == "perf_event":
-        sub = _PERF_MEMBER.get(getattr(_enum(_perf_type(), raw.perf_event.type), "name", ""))
+        sub = _PERF_MEMBER.get(getattr(_enum(PerfEventType, raw.perf_event.type), "name", ""))
         if sub in _PERF_NAME_FIELDS:
             part, fields = getattr(raw.perf_event, sub), _PERF_NAME_FIELDS[sub]
     name = None
@@ -83,12 +83,6 @@ def fetch_link_info(fd: int) -> LinkInfo:
     if name is not None and fields is not None:
         info.details[fields[0]] = name
     return info
-
-
-def _perf_type() -> Any:
-    from .syscalls.uapi import PerfEventType
-
-    return PerfEventType
 
 
 def _enum(enum: Any, value: int) -> Any:

@@ -38,6 +38,8 @@ _PROG_NAME_MAX = 15  # BPF_OBJ_NAME_LEN - 1
 class TestRunResult:
     """What BPF_PROG_TEST_RUN returned."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     retval: int
     data_out: bytes
     duration_ns: int
