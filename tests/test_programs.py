@@ -280,3 +280,18 @@ def test_fixture_programs_load_and_run():
         assert "poisoned" not in progs  # autoload off ("?raw_tp/...")
     finally:
         closing(progs, fds)
+
+
+def test_verifier_log_larger_than_the_first_buffer_is_complete():
+    """A log of several hundred KiB (log_level 2 on a long program) comes back whole."""
+    from corepy.programs import load_program
+    from corepy.syscalls.uapi import ProgType
+
+    insns = [mov_imm(0, 0)] + [mov_imm(1, i) for i in range(6000)] + [mov_reg(0, 5)] + exit_insn()
+    with pytest.raises(VerifierError) as exc:
+        load_program(insns, name="long_log", prog_type=ProgType.SOCKET_FILTER, log_level=2)
+    log = exc.value.log
+    assert len(log) > 1 << 17  # well past the first 64 KiB buffer
+    assert log.lstrip().startswith("func#0") or log.lstrip().startswith("0:")
+    assert "6001: (bf) r0 = r5" in log and "R5 !read_ok" in log
+    assert exc.value.insn == 6001
