@@ -742,9 +742,10 @@ class Map:
 
     def _batches(self, delete: bool, batch_size: int | None) -> Iterator[tuple[list[Any], list[Any]]]:
         lookup = sysmaps.map_lookup_and_delete_batch if delete else sysmaps.map_lookup_batch
-        count = batch_size or min(max(self.max_entries, 1), 1 << 16)
-        cursor: bytes | None = None
         vsize = self._vconv.size
+        # whole map in one call where buffers stay under ~16 MiB
+        count = batch_size or max(1, min(self.max_entries, (16 << 20) // max(self.key_size + vsize, 1)))
+        cursor: bytes | None = None
         while True:
             try:
                 batch = lookup(self.fd, self.key_size, vsize, count, cursor)
