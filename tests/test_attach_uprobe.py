@@ -245,3 +245,21 @@ def test_uprobe_fixture_records_arguments_and_return_values():
     finally:
         closing(progs, fds)
     assert open_fds() == before
+
+
+@requires_root
+def test_uprobe_at_function_offset_by_section():
+    """SEC("uprobe/<path>:corepy_target_add+0x4"): +4 is the third instruction of the -O0 body
+    (push %rbp; mov %rsp,%rbp; here), so every call still hits it."""
+    from corepy.programs import load_program
+    from corepy.syscalls.uapi import ProgType
+    from test_programs import array_map, counter_program, read_counter
+
+    _skip_without_uprobe_pmu()
+    with array_map() as counts:
+        with load_program(counter_program(counts.fileno()), name="add_plus4", prog_type=ProgType.KPROBE,
+                          section=f"uprobe/{TARGET}:corepy_target_add+0x4") as prog:
+            with prog.attach() as link:
+                assert link.info().details["offset"] == symbol_offset(str(TARGET), "corepy_target_add") + 4
+                _run_target(3)
+            assert read_counter(counts) == 3
