@@ -12,7 +12,7 @@ on Debian's libbpf1, also in a fresh process. Reported:
 - ``cached_open_ms``: open + index when the on-disk index cache holds this blob (``cache=True``)
 - ``rss_mb``: peak RSS (VmHWM) growth of the corepy process across the open + index, imports excluded
 
-Medians of ``--runs`` fresh processes. Usage: ``python bench/btf.py [--runs N] [PATH]``.
+Medians of ``--runs`` fresh processes of each kind, interleaved. Usage: ``python bench/btf.py [--runs N] [PATH]``.
 The last line holds the headline figures as name=value pairs.
 """
 
@@ -113,11 +113,13 @@ def main() -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".names") as f, tempfile.TemporaryDirectory() as cache_dir:
         f.write("\n".join(names))
         f.flush()
-        ours = [child(_CHILD_COREPY, args.path, f.name) for _ in range(args.runs)]
-        theirs = [child(_CHILD_LIBBPF, args.path, f.name) for _ in range(args.runs)]
         env = dict(os.environ, COREPY_CACHE_DIR=cache_dir)
         building = child(_CHILD_COREPY, args.path, f.name, "cache", env=env)  # writes the cache
-        cached = [child(_CHILD_COREPY, args.path, f.name, "cache", env=env) for _ in range(args.runs)]
+        ours, theirs, cached = [], [], []
+        for _ in range(args.runs):  # interleaved, so that all three see the same machine load
+            ours.append(child(_CHILD_COREPY, args.path, f.name))
+            theirs.append(child(_CHILD_LIBBPF, args.path, f.name))
+            cached.append(child(_CHILD_COREPY, args.path, f.name, "cache", env=env))
 
     def med(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)

@@ -47,7 +47,7 @@ class NameIndex:
         # named types only (name offset 0 is the empty name): offset -> last position using it, use counts
         self._last: dict[int, int] = dict(compress(zip(name_offs, count()), name_offs))
         self._counts = Counter(filter(None, name_offs))
-        self._shared: dict[int, list[int]] = {}
+        self._shared: dict[int, list[int]] | None = None
         offs = list(self._last)
         names: list[bytes] | None = None
         if strtab is not None:
@@ -84,14 +84,17 @@ class NameIndex:
         last = self._last[name_off]
         if self._counts[name_off] == 1:
             return [last]
-        shared = self._shared.get(name_off)
-        if shared is None:
-            shared, i, find = [], -1, self._name_offs.index
-            while i != last:
-                i = find(name_off, i + 1)
-                shared.append(i)
-            self._shared[name_off] = shared
-        return list(shared)
+        return list(self._shared_positions()[name_off])
+
+    def _shared_positions(self) -> dict[int, list[int]]:
+        """name offset -> positions, for the offsets several types use (one filtered pass, on first need)."""
+        if self._shared is None:
+            shared: dict[int, list[int]] = {}
+            dup_offs = {off for off, n in self._counts.items() if n > 1}
+            for off, pos in compress(zip(self._name_offs, count()), map(dup_offs.__contains__, self._name_offs)):
+                shared.setdefault(off, []).append(pos)
+            self._shared = shared
+        return self._shared
 
     def names(self) -> Iterator[bytes]:
         """Every distinct non-empty name."""
@@ -100,11 +103,7 @@ class NameIndex:
     def hashed(self, strtab: bytes) -> HashedNameIndex:
         """The same index as a flat hash table (for the cache)."""
         by_name: dict[bytes, list[int]] = {}
-        dup_offs = {off for off, n in self._counts.items() if n > 1}  # never 0: not counted
-        shared: dict[int, list[int]] = {}
-        for off, pos in compress(zip(self._name_offs, range(len(self._name_offs))),
-                                 map(dup_offs.__contains__, self._name_offs)):
-            shared.setdefault(off, []).append(pos)
+        shared = self._shared_positions()
         for name, off in self._offs_by_name.items():
             if not name:
                 continue
