@@ -217,6 +217,19 @@ class Program:
 
         return attach_uprobe(self, binary, function, offset, pid=pid, retprobe=retprobe, cookie=cookie)
 
+    def attach_ksyscall(self, syscall: str, *, retprobe: bool = False, cookie: int = 0) -> Link:
+        """kprobe on the kernel entry of system call ``syscall`` (``ksyscall/<name>``)."""
+        from .attach.probes import attach_ksyscall
+
+        return attach_ksyscall(self, syscall, retprobe=retprobe, cookie=cookie)
+
+    def attach_uprobe_multi(self, binary: str, pattern: str, *, pid: int = -1, retprobe: bool = False,
+                            cookies: tuple[int, ...] = ()) -> Link:
+        """One uprobe_multi link on every function of ``binary`` matching glob ``pattern``."""
+        from .attach.probes import attach_uprobe_multi
+
+        return attach_uprobe_multi(self, binary, pattern, pid=pid, retprobe=retprobe, cookies=cookies)
+
     def attach_usdt(self, binary: str, provider: str, name: str, *, pid: int = -1, cookie: int = 0) -> Link:
         """Attach a ``<bpf/usdt.bpf.h>`` program to USDT probe ``provider:name`` of ``binary``."""
         from .attach.usdt import attach_usdt

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .errors import ObjectError
 
 __all__ = ["UprobeTarget", "UsdtNote", "parse_uprobe_spec", "resolve_library", "resolve_binary",
-           "symbol_offset", "file_offset", "ld_so_cache", "usdt_notes"]
+           "symbol_offset", "file_offset", "function_offsets", "ld_so_cache", "usdt_notes"]
 
 LD_SO_CACHE = "/etc/ld.so.cache"
 
@@ -170,6 +170,37 @@ def symbol_offset(path: str, symbol: str) -> int:
 
 
 _BIND_RANK = {"STB_GLOBAL": 0, "STB_WEAK": 1, "STB_LOCAL": 2}
+
+
+def function_offsets(path: str, pattern: str) -> dict[str, int]:
+    """File offsets of every function whose name matches the glob ``pattern`` (``corepy_*``),
+    from ``.symtab`` if the file has one, else ``.dynsym``. ObjectError if none matches."""
+    import fnmatch
+
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            segments = [(s["p_vaddr"], s["p_memsz"], s["p_offset"]) for s in elf.iter_segments()
+                        if s["p_type"] == "PT_LOAD"]
+            table = elf.get_section_by_name(".symtab") or elf.get_section_by_name(".dynsym")
+            found: dict[str, int] = {}
+            if table is not None and hasattr(table, "iter_symbols"):
+                for sym in table.iter_symbols():
+                    name = sym.name.split("@", 1)[0]
+                    if (not name or sym["st_info"]["type"] not in _STT_FUNCS or sym["st_shndx"] == "SHN_UNDEF"
+                            or not sym["st_value"] or not fnmatch.fnmatchcase(name, pattern)):
+                        continue
+                    found.setdefault(name, _file_offset(segments, sym["st_value"], path))
+    except ELFError as e:
+        raise ObjectError(f"not a readable ELF file: {e}", path=path) from None
+    except OSError as e:
+        raise ObjectError(f"cannot read uprobe target: {e.strerror}", path=path) from None
+    if not found:
+        raise ObjectError(f"no function matches {pattern!r}", path=path)
+    return found
 
 
 def _find_function(elf, symbol: str, path: str) -> int:

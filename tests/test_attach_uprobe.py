@@ -197,6 +197,8 @@ def test_kprobe_program_loads_and_attach_is_probed():
             with pytest.raises(NotSupportedError, match="kprobe") as exc:
                 prog.attach_kprobe("vfs_getattr")
             assert str(exc.value) == str(probed)
+            with pytest.raises(NotSupportedError, match="kprobe"):
+                prog.attach_ksyscall("getppid")
             pytest.skip(f"kprobe attach: {probed}")
         with prog.attach_kprobe("vfs_getattr"):
             os.stat("/")
@@ -263,3 +265,38 @@ def test_uprobe_at_function_offset_by_section():
                 assert link.info().details["offset"] == symbol_offset(str(TARGET), "corepy_target_add") + 4
                 _run_target(3)
             assert read_counter(counts) == 3
+
+
+def test_function_offsets_by_glob():
+    from corepy.uprobe import function_offsets
+
+    found = function_offsets(str(TARGET), "corepy_*")
+    assert found == {"corepy_target_add": symbol_offset(str(TARGET), "corepy_target_add")}
+    assert set(function_offsets(str(TARGET), "ma?n")) == {"main"}
+    with pytest.raises(ObjectError, match="no function matches 'corepy_nothing_\\*'"):
+        function_offsets(str(TARGET), "corepy_nothing_*")
+
+
+@requires_root
+@pytest.mark.parametrize("retprobe", [False, True])
+def test_uprobe_multi_link_on_a_glob(retprobe):
+    from corepy.programs import load_program
+    from corepy.syscalls import features
+    from corepy.syscalls.uapi import AttachType, LinkType, ProgType
+    from test_programs import array_map, counter_program, open_fds, read_counter
+
+    if not features.has_link_type(LinkType.UPROBE_MULTI):
+        pytest.skip(f"uprobe_multi: {features.feature_reason('link_type', LinkType.UPROBE_MULTI)}")
+    kind = "uretprobe.multi" if retprobe else "uprobe.multi"
+    before = open_fds()
+    with array_map() as counts:
+        with load_program(counter_program(counts.fileno()), name="multi", prog_type=ProgType.KPROBE,
+                          expected_attach_type=AttachType.TRACE_UPROBE_MULTI,
+                          section=f"{kind}/{TARGET}:[cm][oa]*") as prog:  # corepy_target_add and main
+            with prog.attach() as link:
+                assert link.info().type == LinkType.UPROBE_MULTI
+                _run_target(4)
+            assert read_counter(counts) == 4 + 1
+            _run_target(2)
+            assert read_counter(counts) == 5
+    assert open_fds() == before

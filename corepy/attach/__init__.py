@@ -2,7 +2,8 @@
 
 - ``tracepoint``: ``tp/``, ``tracepoint/`` (perf event + link), ``raw_tp/``, ``raw_tracepoint/``
 - ``tracing``: ``tp_btf/``, ``fentry/``, ``fexit/``, ``fmod_ret/``, ``lsm/`` (target fixed at load)
-- ``probes``: ``kprobe/``, ``kretprobe/``, ``uprobe/``, ``uretprobe/`` (PMU perf events + link)
+- ``probes``: ``kprobe/``, ``kretprobe/``, ``ksyscall/``, ``uprobe/``, ``uretprobe/`` (PMU perf
+  events + link), ``uprobe.multi/`` (one uprobe_multi link on a glob of functions)
 - ``net``: xdp, tcx, cgroup, socket filters (need a target: never auto-attached)
 - ``perf_event``: a program on any perf event fd (also the common path of the above)
 - ``iter``: ``iter/`` links and reading their output
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ObjectError
+from ..errors import NotSupportedError, ObjectError
 
 if TYPE_CHECKING:
     from ..links import Link
@@ -62,6 +63,23 @@ def auto_attach(program: Program, **options: Any) -> Link | None:
         function, _, off = target.partition("+")
         return program.attach_kprobe(function, int(off, 0) if off else 0, retprobe=kind == "kretprobe",
                                      **options)
+    if kind in ("ksyscall", "kretsyscall"):
+        return program.attach_ksyscall(target, retprobe=kind == "kretsyscall", **options) if target else None
+    if kind in ("kprobe.multi", "kretprobe.multi"):
+        from ..syscalls import features
+        from ..syscalls.uapi import LinkType
+
+        raise NotSupportedError("kprobe_multi attach in corepy", "not implemented" + (
+            "" if features.has_link_type(LinkType.KPROBE_MULTI) else
+            "; this kernel lacks it anyway: " + features.feature_reason("link_type", LinkType.KPROBE_MULTI)))
+    if kind in ("uprobe.multi", "uretprobe.multi"):
+        if not target:
+            return None
+        binary, sep, pattern = target.rpartition(":")
+        if not sep or not binary or not pattern:
+            raise ObjectError(f"section {program.section!r} is not '{kind}/<binary>:<function pattern>'",
+                              section=program.section)
+        return program.attach_uprobe_multi(binary, pattern, retprobe=kind == "uretprobe.multi", **options)
     if kind in ("uprobe", "uretprobe"):
         if not target:
             return None

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from ..programs import Program
     from ..syscalls.fd import FD
 
-__all__ = ["attach_kprobe", "attach_uprobe", "attach_uprobe_offset", "probe_pmu"]
+__all__ = ["attach_kprobe", "attach_ksyscall", "attach_uprobe", "attach_uprobe_offset", "attach_uprobe_multi",
+           "probe_pmu"]
 
 PMU_DIR = "/sys/bus/event_source/devices"
 
@@ -90,3 +91,38 @@ def attach_uprobe_offset(program: Program, path: str, file_offset: int, *, pid: 
     semaphore the kernel increments while the probe is attached."""
     pfd = _open_probe("uprobe", os.fsencode(os.path.realpath(path)), file_offset, retprobe, pid, ref_ctr_offset)
     return attach_perf_fd(program, pfd, target=what or f"uprobe {path}:{file_offset:#x}", cookie=cookie)
+
+
+def attach_ksyscall(program: Program, syscall: str, *, retprobe: bool = False, cookie: int = 0) -> Link:
+    """``ksyscall/<name>``: a kprobe on the syscall's kernel entry point (``__x64_sys_<name>``
+    where the kernel has syscall wrappers, else ``sys_<name>``), as libbpf does."""
+    import platform
+
+    from ..syscalls import features
+
+    prefix = {"x86_64": "__x64_", "aarch64": "__arm64_", "s390x": "__s390x_", "riscv64": "__riscv_",
+              "ppc64le": "", "i686": "__ia32_"}.get(platform.machine(), "")
+    function = f"{prefix}sys_{syscall}" if features.has_syscall_wrapper() else f"sys_{syscall}"
+    return attach_kprobe(program, function, retprobe=retprobe, cookie=cookie)
+
+
+def attach_uprobe_multi(program: Program, binary: str, pattern: str, *, pid: int = -1, retprobe: bool = False,
+                        cookies: tuple[int, ...] = ()) -> Link:
+    """One ``uprobe_multi`` link (kernel 6.6+) on every function of ``binary`` matching the glob
+    ``pattern``; the program must be loaded with attach type ``TRACE_UPROBE_MULTI``
+    (``SEC("uprobe.multi/...")``). ``cookies``: one per matched function, in name order."""
+    from ..syscalls import features
+    from ..syscalls.links import link_create_uprobe_multi
+    from ..syscalls.uapi import BPF_F_UPROBE_MULTI_RETURN, LinkType
+    from ..uprobe import function_offsets, resolve_binary
+
+    if not features.has_link_type(LinkType.UPROBE_MULTI):
+        raise NotSupportedError("uprobe_multi links (kernel 6.6+)",
+                                features.feature_reason("link_type", LinkType.UPROBE_MULTI))
+    path = os.path.realpath(resolve_binary(binary))
+    found = function_offsets(path, pattern)
+    names = sorted(found)
+    fd = link_create_uprobe_multi(program.fd, path, [found[n] for n in names], cookies=cookies,
+                                  pid=max(pid, 0), flags=BPF_F_UPROBE_MULTI_RETURN if retprobe else 0)
+    kind = "uretprobe.multi" if retprobe else "uprobe.multi"
+    return Link(fd, program=program, target=f"{kind} {path}:{pattern} ({len(names)} functions)")
