@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import CorepyError, raise_for_errno
 from .poller import EventBuffer, resolve_decoder
+from .ringbuf import _BATCH_MAX, _map_facts, strided
 from .syscalls.fd import FD
 
 __all__ = ["PerfBuffer", "PerfEventMmapPage", "PERF_RECORD_SAMPLE", "PERF_RECORD_LOST"]
@@ -96,6 +97,8 @@ class _CpuBuffer:
             self.positions = view[:_PAGE].cast("Q")
             self.data = view[offset:offset + size]
             self.words = self.data.cast("I")
+            self.halves = self.data.cast("H")
+            self._structs: dict[int, struct.Struct] = {}
             self.size, self.mask = size, size - 1
             ioctl_enable(self.fd)
         except BaseException:
@@ -159,9 +162,12 @@ class _CpuBuffer:
         head = positions[_HEAD]
         tail = positions[_TAIL]
         count = 0
+        user_struct = owner._struct
         while tail < head:
             records: list[Any] = []
-            while tail < head:
+            if user_struct is not None:
+                tail, records = self._uniform_batch(tail, head, user_struct)
+            while tail < head and len(records) < _BATCH_MAX:
                 off = tail & mask
                 kind = words[off >> 2]
                 size = words[(off >> 2) + 1] >> 16
@@ -189,11 +195,32 @@ class _CpuBuffer:
             head = positions[_HEAD]
         return count
 
+    def _uniform_batch(self, tail: int, head: int, user: struct.Struct) -> tuple[int, list[Any]]:
+        """Fast path for struct-decoded batches: a run of same-size samples up to the end of the
+        data area is unpacked in one ``iter_unpack`` (skipping header and raw size)."""
+        words, off = self.words, tail & self.mask
+        size = words[(off >> 2) + 1] >> 16
+        if words[off >> 2] != PERF_RECORD_SAMPLE or size < _SAMPLE_HEAD + user.size or size & 7:
+            return tail, []
+        n = min((head - tail) // size, (self.size - off) // size, _BATCH_MAX)
+        if n < 2:
+            return tail, []
+        step = size >> 2
+        kinds = words[off >> 2:(off >> 2) + n * step:step].tolist()
+        halves = self.halves
+        sizes = halves[(off + 6) >> 1:((off + 6) >> 1) + n * (size >> 1):size >> 1].tolist()
+        if kinds.count(PERF_RECORD_SAMPLE) != n or sizes.count(size) != n:
+            return tail, []
+        unpacker = self._structs.get(size)
+        if unpacker is None:
+            unpacker = self._structs[size] = strided(user, _SAMPLE_HEAD, size)
+        return tail + n * size, list(unpacker.iter_unpack(self.data[off:off + n * size]))
+
     def available(self) -> int:
         return self.positions[_HEAD] - self.positions[_TAIL]
 
     def close(self) -> None:
-        for name in ("positions", "words", "data"):
+        for name in ("positions", "words", "halves", "data"):
             view = self.__dict__.pop(name, None)
             if view is not None:
                 view.release()
@@ -211,8 +238,8 @@ class PerfBuffer(EventBuffer):
 
     ``callback(record)`` gets the raw sample as a zero-copy ``memoryview`` (valid during the
     call; a copy for a record wrapping around the buffer end), or decoded per
-    ``record_type`` (as :class:`~corepy.ringbuf.RingBuffer`); ``batch=True`` hands over a
-    list per CPU walk and stores ``data_tail`` once per batch. Without a callback, records
+    ``record_type`` (as :class:`~corepy.ringbuf.RingBuffer`); ``batch=True`` hands over lists
+    of up to 4096 records and stores ``data_tail`` once per batch. Without a callback, records
     are queued for ``async for`` and :meth:`records`. ``lost_callback(cpu, count)`` hears
     of samples the kernel dropped because a buffer was full; :attr:`lost` sums them.
     ``pages`` data pages per CPU (a power of 2), ``wakeup_events`` samples per wake-up,
@@ -237,7 +264,6 @@ class PerfBuffer(EventBuffer):
 
     def _open(self, map: Any, callback: Any, lost_callback: Any, record_type: Any, batch: bool, pages: int,
               wakeup_events: int, cpus: Sequence[int] | None, btf: Any) -> None:
-        from .ringbuf import _map_facts
         from .syscalls.cpus import online_cpus
 
         fd, name, map_type, max_entries, map_btf = _map_facts(map)
@@ -247,7 +273,7 @@ class PerfBuffer(EventBuffer):
         if pages <= 0 or pages & (pages - 1):
             raise CorepyError(f"perf buffer {name!r}: pages must be a power of 2, not {pages}")
         self.name = name
-        self._decode, _ = resolve_decoder(record_type, btf if btf is not None else map_btf, f"perf buffer {name!r}")
+        self._decode, self._struct = resolve_decoder(record_type, btf if btf is not None else map_btf, f"perf buffer {name!r}")
         self._copy = callback is None
         self._callback = self._queue.append if callback is None else callback
         self._batch = batch and callback is not None

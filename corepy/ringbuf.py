@@ -36,6 +36,8 @@ _LEN_MASK = ~(BUSY_BIT | DISCARD_BIT) & 0xFFFFFFFF
 _FLAGS = BUSY_BIT | DISCARD_BIT
 _PAGE = mmap.PAGESIZE
 _RINGBUF = 27  # MapType.RINGBUF
+_BATCH_MAX = 4096
+"""Records per batch at most: short-lived lists stay cheap and space returns to the producer sooner."""
 
 
 def _map_facts(map: Any) -> tuple[int, str, int, int, Any]:
@@ -139,7 +141,7 @@ class _Ring:
             busy = False
             if user_struct is not None:
                 cons, records = self._uniform_batch(cons, prod)
-            while cons < prod:
+            while cons < prod and len(records) < _BATCH_MAX:
                 off = cons & mask
                 length = words[off >> 2]
                 if length & _FLAGS:
@@ -169,7 +171,7 @@ class _Ring:
         if length & _FLAGS or length < self._user_struct.size:  # type: ignore[union-attr]
             return cons, []
         stride = (length + 15) & ~7
-        n = (prod - cons) // stride
+        n = min((prod - cons) // stride, _BATCH_MAX)
         if n < 2:
             return cons, []
         headers = words[off >> 2:(off + n * stride) >> 2:stride >> 2].tolist()
@@ -179,7 +181,7 @@ class _Ring:
                 return cons, []
         unpacker = self._batch_structs.get(stride)
         if unpacker is None:
-            unpacker = self._batch_structs[stride] = _strided(self._user_struct, stride)  # type: ignore[arg-type]
+            unpacker = self._batch_structs[stride] = strided(self._user_struct, HEADER_SIZE, stride)  # type: ignore[arg-type]
         records = list(unpacker.iter_unpack(self.data[off:off + n * stride]))
         return cons + n * stride, records
 
@@ -198,16 +200,17 @@ class _Ring:
                 setattr(self, name, None)
 
 
-def _strided(user: struct.Struct, stride: int) -> struct.Struct:
-    """``user``'s layout preceded by the 8-byte record header and padded to ``stride``."""
+def strided(user: struct.Struct, skip: int, stride: int) -> struct.Struct:
+    """``user``'s layout after ``skip`` header bytes, padded to ``stride`` bytes (for ``iter_unpack``
+    over a run of same-size records). ``skip`` is a multiple of the alignment ``user`` needs."""
     fmt = user.format
     order = fmt[0] if fmt[:1] in ("@", "=", "<", ">", "!") else "@"
     body = fmt[1:] if fmt[:1] in ("@", "=", "<", ">", "!") else fmt
-    result = struct.Struct(f"{order}8x{body}")
+    result = struct.Struct(f"{order}{skip}x{body}")
     pad = stride - result.size
     if pad < 0:
-        raise CorepyError(f"record struct {fmt!r} is longer than the records ({stride - 8} bytes)")
-    return struct.Struct(f"{order}8x{body}{pad}x") if pad else result
+        raise CorepyError(f"record struct {fmt!r} is longer than the records ({stride - skip} bytes)")
+    return struct.Struct(f"{order}{skip}x{body}{pad}x") if pad else result
 
 
 class RingBuffer(EventBuffer):
@@ -217,8 +220,8 @@ class RingBuffer(EventBuffer):
     callback gets each record as a zero-copy ``memoryview`` valid only during the call,
     or decoded when ``record_type`` is given (a BTF type name or id, looked up in
     ``btf`` or the map's BTF, a :class:`~corepy.btf.codec.Codec`, or a ``struct.Struct``
-    giving tuples). ``batch=True`` calls it once per walk with a list of records and
-    commits the consumer position once per batch. Without a callback, records are
+    giving tuples). ``batch=True`` calls it with a list of up to 4096 records at a time
+    and commits the consumer position once per batch. Without a callback, records are
     copied (``bytes``) or decoded into a queue read by ``async for`` or :meth:`records`.
     The buffer does not own the maps: close them yourself (after or before this).
     """
