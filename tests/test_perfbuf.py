@@ -143,12 +143,26 @@ def test_samples_in_order_on_one_cpu_and_cleanup():
     assert open_fds() == before_fds
 
 
-def test_records_wrap_around_the_data_area():
+RECORD40 = struct.Struct("<QQQQQ")
+
+
+def _sink(mode: str, out: list):
+    """(callback, PerfBuffer options) collecting sequence numbers the ``mode`` way."""
+    if mode == "views":
+        return (lambda v: out.extend(seqs_of([bytes(v)], 40))), {}
+    if mode == "struct":
+        return (lambda t: out.append(t[0])), {"record_type": RECORD40}
+    return (lambda ts: out.extend(t[0] for t in ts)), {"record_type": RECORD40, "batch": True}
+
+
+@pytest.mark.parametrize("mode", ["views", "struct", "struct-batch"])
+def test_records_wrap_around_the_data_area(mode):
     from corepy.perfbuf import PerfBuffer
 
     cpu = min(os.sched_getaffinity(0))
-    got: list[bytes] = []
-    with Producer(40) as p, PerfBuffer(p.perf, lambda v: got.append(bytes(v)), pages=1, cpus=[cpu]) as pb:
+    got: list[int] = []
+    callback, options = _sink(mode, got)
+    with Producer(40) as p, PerfBuffer(p.perf, callback, pages=1, cpus=[cpu], **options) as pb:
         affinity = pin_to(cpu)
         try:
             for _ in range(30):  # 56-byte records in 4 KiB: some straddle the end of the area
@@ -157,7 +171,7 @@ def test_records_wrap_around_the_data_area():
         finally:
             os.sched_setaffinity(0, affinity)
         assert p.dropped == 0 and pb.lost == 0
-    assert seqs_of(got, 40) == list(range(1500))
+    assert got == list(range(1500))
 
 
 def test_records_larger_than_a_page_and_batches():
@@ -178,14 +192,16 @@ def test_records_larger_than_a_page_and_batches():
     assert batches == [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(5)]
 
 
-def test_lost_samples_are_reported():
+@pytest.mark.parametrize("mode", ["views", "struct", "struct-batch"])
+def test_lost_samples_are_reported(mode):
     from corepy.perfbuf import PerfBuffer
 
     cpu = min(os.sched_getaffinity(0))
     lost: list[tuple[int, int]] = []
-    got: list[bytes] = []
-    with Producer(32) as p, PerfBuffer(p.perf, lambda v: got.append(bytes(v)), pages=1, cpus=[cpu],
-                                       lost_callback=lambda c, n: lost.append((c, n))) as pb:
+    got: list[int] = []
+    callback, options = _sink(mode, got)
+    with Producer(40) as p, PerfBuffer(p.perf, callback, pages=1, cpus=[cpu],
+                                       lost_callback=lambda c, n: lost.append((c, n)), **options) as pb:
         affinity = pin_to(cpu)
         try:
             p.produce(500)  # nobody consumes: the one-page buffer fills up
@@ -197,7 +213,7 @@ def test_lost_samples_are_reported():
         finally:
             os.sched_setaffinity(0, affinity)
         assert lost == [(cpu, 500 - fits)] and pb.lost == 500 - fits
-    assert seqs_of(got, 32) == list(range(fits)) + [500, 501, 502]
+    assert got == list(range(fits)) + [500, 501, 502]
 
 
 def test_every_cpu_gets_its_buffer():
