@@ -184,7 +184,7 @@ class _Writer:
             "",
         ]
         if record_names:
-            lines += ["import struct", "from dataclasses import dataclass, field"]
+            lines += ["import struct as _struct", "from dataclasses import dataclass as _dataclass, field as _field"]
         lines += ["from typing import TYPE_CHECKING, ClassVar", "", "from corepy.skeleton import runtime as _rt", "",
                   "if TYPE_CHECKING:",
                   "    from corepy.links import Link",
@@ -264,9 +264,9 @@ class _Writer:
                           f'        """SEC("{prog.section}")."""', f"        return self._get({prog.name!r})"]
             out.append("\n".join(lines))
         for attr, (sec, variables) in self.sections.items():
-            access = "read-only for programs, frozen at load" if sec.startswith(".rodata") else "read-write"
+            access = "; frozen at load: set them before" if sec.startswith(".rodata") else ""
             lines = [f"class {p}{class_name(attr)}(_rt.Globals):",
-                     f'    """Globals of ``{sec}`` ({access}): initial values before load, live ones after."""',
+                     f'    """Globals of ``{sec}``: initial values before load, live ones after{access}."""',
                      "", f"    _SECTION = {sec!r}", "    __slots__ = ()"]
             for key, v in variables:
                 hint = self.var_hints[key]
@@ -337,17 +337,17 @@ class _RecordWriter:
     def text(self) -> str:
         p = self.plan
         kind = "union: members overlap; to_bytes writes the non-zero members in order" if p.union else ""
-        lines = ["@dataclass(slots=True)", f"class {p.name}:",
+        lines = ["@_dataclass(slots=True)", f"class {p.name}:",
                  f'    """``{p.c_name}`` ({p.size} bytes{"; " + kind if kind else ""})."""', ""]
         for f in p.fields:
             s = f.shape
-            default = f"field(default_factory=lambda: {s.default})" if s.factory and not s.default.endswith("()") \
-                else (f"field(default_factory={s.default[:-2]})" if s.factory else s.default)
+            default = f"_field(default_factory=lambda: {s.default})" if s.factory and not s.default.endswith("()") \
+                else (f"_field(default_factory={s.default[:-2]})" if s.factory else s.default)
             hint = "bool" if f.boolean else s.hint
             lines.append(f"    {f.name}: {hint} = {default}")
         lines += ["", f"    SIZE: ClassVar[int] = {p.size}"]
         for i, (fmt, _) in enumerate(self.formats):
-            lines.append(f"    {self._st(i)}: ClassVar[struct.Struct] = struct.Struct({fmt!r})")
+            lines.append(f"    {self._st(i)}: ClassVar[_struct.Struct] = _struct.Struct({fmt!r})")
         lines += ["", "    @classmethod",
                   f"    def from_bytes(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> {p.name}:",
                   f'        """Decode ``SIZE`` bytes at ``offset``."""',
@@ -362,7 +362,7 @@ class _RecordWriter:
                 idx += f.shape.count
         if p.union and not self.formats:
             lines.append("            pass")
-        lines += ["        except struct.error:",
+        lines += ["        except _struct.error:",
                   f"            raise _rt.short_buffer({p.name!r}, cls.SIZE, data, offset) from None"]
         for f in p.fields:
             if f.bits:
@@ -380,27 +380,31 @@ class _RecordWriter:
             for i, (_, group) in enumerate(self.formats):
                 f = group[0]
                 lines.append(f"            if self.{f.name} != {f.shape.default}:")
-                lines.append(f"                self.{self._st(i)}.pack_into(buf, 0, {self._pack_args(group)})")
+                lines.append(f"                self.{self._st(i)}.pack_into(buf, 0, {self._pack_args(group, ' ' * 16)})")
         else:
-            packed = f"self.{self._st(0)}.pack({self._pack_args(self.formats[0][1])})"
+            packed = f"self.{self._st(0)}.pack({self._pack_args(self.formats[0][1], ' ' * 12)})"
             lines.append(f"            buf = bytearray({packed})" if bitfields else f"            return {packed}")
         for f in bitfields:
             lines.append(f"            _rt.set_bits(buf, {f.offset}, {f.bit_shift}, {f.bits}, {f.signed}, "
                          f"self.{f.name}, {f.name!r})")
         if p.union or bitfields:
             lines.append("            return bytes(buf)")
-        lines += ["        except (struct.error, TypeError, ValueError) as e:",
+        lines += ["        except (_struct.error, TypeError, ValueError) as e:",
                   f"            raise _rt.encode_error({p.name!r}, e) from None"]
         return "\n".join(lines)
 
     @staticmethod
     def _st(i: int) -> str:
-        return "_struct" if i == 0 else f"_struct{i}"
+        return "_layout" if i == 0 else f"_layout{i}"
 
     @staticmethod
     def _v(i: int) -> str:
         return "v" if i == 0 else f"v{i}"
 
     @staticmethod
-    def _pack_args(group: list[FieldPlan]) -> str:
-        return ", ".join(f.shape.encode(f"self.{f.name}") for f in group)
+    def _pack_args(group: list[FieldPlan], indent: str) -> str:
+        args = [f.shape.encode(f"self.{f.name}") for f in group]
+        text = ", ".join(args)
+        if len(text) <= 60:
+            return text
+        return "\n" + "".join(f"{indent}    {a},\n" for a in args) + indent

@@ -28,6 +28,8 @@ from ..errors import BTFError
 __all__ = ["FieldPlan", "RecordPlan", "Planner", "class_name", "identifier"]
 
 _INT_FMT = {1: "b", 2: "h", 4: "i", 8: "q"}
+_RECORD_ATTRS = {"SIZE", "from_bytes", "to_bytes"}
+"""Names generated record classes use themselves."""
 _FLOAT_FMT = {2: "e", 4: "f", 8: "d"}
 
 
@@ -217,8 +219,8 @@ class Planner:
         plan = RecordPlan(t.id, _c_name(t), name, t.size, isinstance(t, Union), [], self.btf.byte_order)
         names: set[str] = set()
         for i, m in enumerate(t.members):
-            fname = m.name or f"_anon{i}"
-            if not fname.isidentifier() or keyword.iskeyword(fname) or fname in names:
+            fname = identifier(m.name) if m.name else f"_anon{i}"  # a keyword gets a '_' suffix
+            if fname in names or fname in _RECORD_ATTRS or fname.startswith("_layout"):
                 raise BTFError(f"{plan.c_name}: member name {fname!r} is not usable as a Python attribute")
             names.add(fname)
             mt = self.resolve(m.type_id)
@@ -295,7 +297,8 @@ class Planner:
 
     @staticmethod
     def _octets(n: int) -> _Shape:
-        return _Shape(f"{n}s", 1, "bytes", f"bytes({n})", pre=f"_rt.octets_in({{x}}, {n})")
+        zero = repr(bytes(n)) if n <= 8 else f"b'\\0' * {n}"  # no names: members may shadow builtins
+        return _Shape(f"{n}s", 1, "bytes", zero, pre=f"_rt.octets_in({{x}}, {n})")
 
 
 def _c_name(t: Struct | Union) -> str:

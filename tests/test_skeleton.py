@@ -1,0 +1,506 @@
+"""``corepy skeleton``: generated modules compile, are deterministic, decode records exactly as
+the codec does, and drive real objects on the real kernel (globals set before load, effects
+seen through the typed attributes, nothing left open)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import math
+import os
+import py_compile
+import random
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import FIXTURES, ROOT, requires_root
+from corepy.btf.codec import Codec
+from corepy.btf.spec import BTF
+from corepy.cli import main as cli_main
+from corepy.errors import BTFError, CorepyError, ObjectError
+
+CLANG = shutil.which("clang-19") or shutil.which("clang")
+PYTHON = sys.executable
+ALL_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.bpf.o"))
+
+
+def generate(tmp_path: Path, obj: Path, *options: str, out: str | None = None) -> Path:
+    """Run ``corepy skeleton`` in-process; the module written into ``tmp_path``."""
+    path = tmp_path / (out or f"{obj.name.split('.')[0]}_skel.py")
+    assert cli_main(["skeleton", str(obj), "-o", str(path), *options]) == 0
+    return path
+
+
+def load_module(path: Path) -> Any:
+    name = f"skel_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while decorating
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
+
+
+def fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def no_fd_leak():
+    BTF.kernel()  # cached for the process on first use: open it before counting
+    before = fds()
+    yield
+    leaked = {fd: _target(fd) for fd in fds() - before}
+    assert not leaked, f"file descriptors left open: {leaked}"
+
+
+def _target(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
+# --- a BPF object with every record shape ---------------------------------------------
+
+RECORDS_SRC = r"""
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+enum color { RED, GREEN = 5, NEG = -1 };
+struct inner { __u16 a; __u8 b; __u32 c; };
+union number { __u32 u; float f; __u8 bytes[4]; __u16 halves[2]; };
+struct flags { unsigned int lo : 3; int mid : 7; unsigned int hi : 20; _Bool on : 1; enum color col : 4; };
+struct everything {
+	char tag[5];
+	_Bool ok;
+	__s8 s8;
+	__u8 u8;
+	__s16 s16;
+	__u64 u64;
+	__s64 s64;
+	enum color color;
+	struct inner inr;
+	struct inner pair[2];
+	union number num;
+	struct flags fl;
+	__u32 grid[2][3];
+	char names[2][4];
+	__u8 raw[3];
+	float f;
+	double d;
+	void *ptr;
+	unsigned __int128 big;
+	__int128 sbig;
+	struct { int x; int y; } point;
+	union { __u32 as_u32; __u16 as_u16[2]; };
+	struct inner grid2[2][2];
+	__u8 flex[];
+};
+struct key { __u32 id; char name[12]; };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, struct key);
+	__type(value, struct inner);
+} things SEC(".maps");
+
+struct inner origin = { .a = 1, .b = 2, .c = 3 };
+const volatile union number knob = { .u = 7 };
+__u32 calls;
+struct everything *unused_everything __attribute__((unused));
+
+SEC("tp/syscalls/sys_enter_getppid")
+int touch(void *ctx)
+{
+	struct key k = { .id = knob.u };
+
+	__builtin_memcpy(k.name, "touched", 8);
+	bpf_map_update_elem(&things, &k, &origin, BPF_ANY);
+	calls++;
+	return 0;
+}
+"""
+
+
+def build(name: str, source: str, *includes: str) -> Path:
+    """``source`` compiled with clang -g -O2 -target bpf (cached by content)."""
+    from test_object_support import build_bpf
+
+    return build_bpf(name, source, tuple(f"-I{d}" for d in includes))
+
+
+@pytest.fixture(scope="module")
+def records_obj() -> Path:
+    return build("skeleton-records", RECORDS_SRC)
+
+
+@pytest.fixture(scope="module")
+def records(records_obj: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("records")
+    return load_module(generate(tmp, records_obj, "--types", "everything,struct flags", "--name", "records"))
+
+
+# --- generation -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_every_fixture_generates_a_deterministic_compilable_module(name: str, tmp_path: Path) -> None:
+    obj = FIXTURES / name
+    sha = hashlib.sha256(obj.read_bytes()).hexdigest()
+    for mode in ("--path", "--embed"):
+        first = generate(tmp_path, obj, mode, out="a.py")
+        again = generate(tmp_path, obj, mode, out="b.py")
+        assert first.read_bytes() == again.read_bytes()
+        text = first.read_text()
+        assert text.startswith(f"# Generated by `corepy skeleton` from {name}: DO NOT EDIT.\n# object sha256: {sha}\n")
+        py_compile.compile(str(first), cfile=str(tmp_path / "a.pyc"), doraise=True)
+        module = load_module(first)
+        skel_cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Skeleton"))
+        assert skel_cls.OBJECT_SHA256 == sha
+        with skel_cls.open() as skel:  # parse only: no kernel needed
+            assert sorted(skel.progs) == sorted(skel.object.spec.programs)
+            assert len(list(skel.maps)) == len(skel.object.spec.maps)
+            for prog in skel.progs:
+                assert getattr(skel.progs, prog) is skel.object.programs[prog]
+                assert getattr(skel.links, prog) is None
+
+
+def test_stdout_matches_file_and_path_is_relative_to_the_module(tmp_path: Path) -> None:
+    sub = tmp_path / "pkg"
+    sub.mkdir()
+    obj = tmp_path / "minimal.bpf.o"
+    shutil.copy(FIXTURES / "minimal.bpf.o", obj)
+    path = generate(sub, obj)
+    assert "OBJECT_PATH = '../minimal.bpf.o'" in path.read_text()
+    r = subprocess.run([PYTHON, "-m", "corepy", "skeleton", "minimal.bpf.o"], cwd=tmp_path,
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == path.read_text().replace("'../minimal.bpf.o'", "'minimal.bpf.o'")
+    module = load_module(path)
+    with module.MinimalSkeleton.open() as skel:
+        assert skel.object.path == str(obj)
+
+
+def test_globals_are_grouped_by_section_like_libbpf(tmp_path: Path) -> None:
+    module = load_module(generate(tmp_path, FIXTURES / "globals.bpf.o"))
+    skel_cls = module.GlobalsSkeleton
+    assert set(skel_cls._NAMESPACES) == {"maps", "progs", "links", "data", "bss", "rodata", "data_foo", "rodata_bar"}
+    with skel_cls.open() as skel:
+        spec = skel.object.spec
+        for attr, ns in skel_cls._NAMESPACES.items():
+            if attr in ("maps", "progs", "links"):
+                continue
+            for var in getattr(skel, attr):
+                assert spec.variables[var].map == ns._SECTION
+                assert getattr(getattr(skel, attr), var) == skel.object.globals[var]
+        assert skel.data_foo.foo_value == spec.variables["foo_value"].value
+        skel.data.data_msg = "hey"
+        assert skel.object.globals.raw("data_msg") == b"hey" + bytes(5)
+        assert skel.maps.data_foo is spec.maps[".data.foo"]
+        assert skel.maps.kconfig is spec.maps[".kconfig"]
+    hints = {n: p.fget.__annotations__["return"] for n, p in vars(module.GlobalsBss).items() if isinstance(p, property)}
+    assert hints == {"seen": "list[int]", "second_seen": "list[int]", "ksym_seen": "list[int]"}
+    assert module.GlobalsData.data_msg.fget.__annotations__["return"] == "str | bytes"
+
+
+def test_static_variables_are_not_exposed(tmp_path: Path) -> None:
+    """As in libbpf skeletons: ``handle_write.____fmt`` (static) has no attribute."""
+    module = load_module(generate(tmp_path, FIXTURES / "minimal.bpf.o"))
+    assert sorted(module.MinimalRodata(None)) == ["my_pid"]
+    assert sorted(module.MinimalBss(None)) == ["last_fd", "write_count"]
+
+
+def test_stale_object_is_refused(tmp_path: Path) -> None:
+    obj = tmp_path / "minimal.bpf.o"
+    shutil.copy(FIXTURES / "minimal.bpf.o", obj)
+    module = load_module(generate(tmp_path, obj))
+    shutil.copy(FIXTURES / "bootstrap.bpf.o", obj)
+    with pytest.raises(ObjectError, match="changed since MinimalSkeleton was generated"):
+        module.MinimalSkeleton.open()
+    with module.MinimalSkeleton.open(FIXTURES / "minimal.bpf.o") as skel:  # same bytes elsewhere: fine
+        assert skel.rodata.my_pid == 0
+    obj.unlink()
+    with pytest.raises(ObjectError, match="cannot read the skeleton's BPF object"):
+        module.MinimalSkeleton.open()
+
+
+def test_embedded_object_needs_no_file(tmp_path: Path) -> None:
+    obj = tmp_path / "minimal.bpf.o"
+    shutil.copy(FIXTURES / "minimal.bpf.o", obj)
+    module = load_module(generate(tmp_path, obj, "--embed", "--name", "tiny"))
+    obj.unlink()
+    with module.TinySkeleton.open() as skel:
+        assert list(skel.progs) == ["handle_write"]
+        assert skel.object.name == "minimal"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not-elf", "not an ELF file"),
+    ("truncated", "malformed ELF"),
+    ("no-btf", "object has no BTF"),
+    ("missing", "cannot read the object"),
+    ("unknown-type", "no struct or union named 'nosuch'"),
+])
+def test_bad_input_exits_nonzero_with_a_named_error(case: str, message: str, tmp_path: Path) -> None:
+    obj = tmp_path / f"{case}.o"
+    args: list[str] = []
+    if case == "not-elf":
+        obj.write_text("hello\n")
+    elif case == "truncated":
+        obj.write_bytes((FIXTURES / "minimal.bpf.o").read_bytes()[:3000])
+    elif case == "no-btf":
+        if CLANG is None:
+            pytest.skip("clang-19 not installed (scripts/setup-system.sh installs it)")
+        (tmp_path / "x.c").write_text("int x = 1;\n")
+        subprocess.run([CLANG, "-O2", "-target", "bpf", "-c", str(tmp_path / "x.c"), "-o", str(obj)], check=True)
+    elif case == "unknown-type":
+        shutil.copy(FIXTURES / "bootstrap.bpf.o", obj)
+        args = ["--types", "nosuch"]
+    out = tmp_path / "out.py"
+    r = subprocess.run([PYTHON, "-m", "corepy", "skeleton", str(obj), "-o", str(out), *args],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 1
+    assert r.stderr.startswith("corepy skeleton: ") and message in r.stderr and "Traceback" not in r.stderr
+    assert obj.name in r.stderr
+    assert not out.exists() and not out.with_name("out.py.tmp").exists()
+
+
+def test_struct_event_not_in_btf_is_explained() -> None:
+    """bootstrap.bpf.o never names ``struct event`` in a variable, so clang left it out of BTF."""
+    from corepy.skeleton import SkeletonSource, generate as gen
+
+    with pytest.raises(BTFError, match=r"struct event \*unused __attribute__\(\(unused\)\)"):
+        gen(SkeletonSource((FIXTURES / "bootstrap.bpf.o").read_bytes(), display="bootstrap.bpf.o"), types=["event"])
+
+
+# --- records against the codec ---------------------------------------------------------
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values, NaN equal to NaN and bool distinct from int."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def codec_of(btf: BTF, cls: type) -> Codec:
+    c_name = cls.__doc__.split("``")[1]  # "struct inner" or "anonymous union [58]"
+    if c_name.startswith("anonymous"):
+        return Codec(btf, int(c_name.split("[")[1].rstrip("]")))
+    return Codec(btf, btf.find_one(c_name.split()[1]).id)
+
+
+def test_record_classes_planned(records: Any) -> None:
+    names = [n for n in records.__all__ if not n.endswith("Skeleton")]
+    assert names == ["Key", "Inner", "Number", "Flags", "EverythingPoint", "EverythingAnon21", "Everything"]
+    assert [f.name for f in dataclasses.fields(records.Everything)][-4:] == ["point", "_anon21", "grid2", "flex"]
+    assert records.Inner._layout.format == "<HBxI"  # padding from the BTF layout
+    assert records.Key._layout.format == "<I12s"
+    assert records.Everything._layout.size == records.Everything.SIZE == 208
+    assert records.Everything().names == ["", ""] and records.Everything().pair == [records.Inner()] * 2
+
+
+def test_records_decode_and_encode_like_the_codec(records: Any, records_obj: Path) -> None:
+    btf = BTF.from_file(str(records_obj))
+    rng = random.Random(4)
+    for name in records.__all__[1:]:
+        cls = getattr(records, name)
+        codec = codec_of(btf, cls)
+        assert codec.size == cls.SIZE
+        for i in range(200):
+            raw = rng.randbytes(cls.SIZE) if i else bytes(cls.SIZE)
+            mine, theirs = cls.from_bytes(raw), codec.decode(raw)
+            assert same(dataclasses.asdict(mine), theirs._asdict()), (name, raw.hex())
+            assert mine.to_bytes() == codec.encode(theirs), (name, raw.hex())
+            assert same(dataclasses.asdict(cls.from_bytes(b"\xee" + raw, 1)), theirs._asdict())
+
+
+def test_record_values_round_trip(records: Any) -> None:
+    R = records
+    value = R.Everything(tag="abc", ok=True, s8=-3, u64=2**64 - 1, color=-1, inr=R.Inner(1, 2, 3),
+                         pair=[R.Inner(c=9)], num=R.Number(f=1.5), fl=R.Flags(lo=7, mid=-64, hi=2**20 - 1, on=True,
+                                                                               col=-1),
+                         grid=[[1, 2, 3]], names=["ab", b"\xff\x00"], raw=[1, 2], d=-0.25, ptr=2**63, big=2**127,
+                         sbig=-(2**127), point=R.EverythingPoint(-1, 1), grid2=[[R.Inner(a=5)]])
+    back = R.Everything.from_bytes(value.to_bytes())
+    assert back.grid == [[1, 2, 3], [0, 0, 0]] and back.names == ["ab", b"\xff\x00\x00\x00"]
+    assert back.raw == b"\x01\x02\x00" and back.pair == [R.Inner(c=9), R.Inner()]
+    assert back.fl == value.fl and back.num.f == 1.5 and back.big == 2**127 and back.sbig == -(2**127)
+    assert back.grid2 == [[R.Inner(a=5), R.Inner()], [R.Inner(), R.Inner()]]
+    assert R.Everything.from_bytes(back.to_bytes()) == back
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(tag="toolong"), "7 bytes do not fit 5 bytes"),
+    (dict(u8=256), "cannot encode Everything"),
+    (dict(fl="x"), "expected a Flags"),
+    (dict(grid=[[0]] * 3), "3 elements do not fit list"),
+    (dict(raw=b"1234"), "4 bytes do not fit 3 bytes"),
+    (dict(big=2**128), "does not fit 16 bytes"),
+])
+def test_record_encode_errors_are_named(records: Any, bad: dict, message: str) -> None:
+    with pytest.raises(BTFError, match=message):
+        records.Everything(**bad).to_bytes()
+
+
+def test_record_errors_are_named(records: Any) -> None:
+    with pytest.raises(BTFError, match="does not fit the 3-bit field 'lo'"):
+        records.Flags(lo=8).to_bytes()
+    with pytest.raises(BTFError, match=r"Inner: need 8 bytes at offset 2 to decode, have 5"):
+        records.Inner.from_bytes(bytes(7), 2)
+
+
+def test_struct_globals_and_map_specs_before_load(records: Any) -> None:
+    with records.RecordsSkeleton.open() as skel:
+        assert skel.data.origin == records.Inner(1, 2, 3)
+        assert skel.rodata.knob.u == 7 and skel.rodata.knob.halves == [7, 0]
+        skel.data.origin = records.Inner(4, 5, 6)
+        assert skel.object.globals.raw("origin") == records.Inner(4, 5, 6).to_bytes()
+        skel.data.origin = bytes(8)  # raw bytes too
+        assert skel.data.origin == records.Inner()
+        skel.maps.things.max_entries = 32
+        assert skel.object.spec.maps["things"].max_entries == 32
+        assert type(skel.maps).things.fget.__doc__ == "``things``: HASH, key Key (16 bytes), value Inner (8 bytes), 16 entries."
+
+
+# --- the real kernel --------------------------------------------------------------------
+
+@requires_root
+def test_minimal_counts_writes(tmp_path: Path, no_fd_leak: None) -> None:
+    module = load_module(generate(tmp_path, FIXTURES / "minimal.bpf.o"))
+    skel = module.MinimalSkeleton.open()
+    with skel:
+        skel.rodata.my_pid = os.getpid()
+        assert skel.load() is skel
+        assert skel.maps.bss.name == ".bss" and skel.progs.handle_write.fd >= 0
+        assert skel.links.handle_write is None
+        skel.attach()
+        assert skel.links.handle_write is skel.object.links["handle_write"]
+        before = skel.bss.write_count
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for _ in range(5):
+                os.write(devnull, b"x")
+        finally:
+            os.close(devnull)
+        assert skel.bss.write_count - before == 5
+        assert skel.bss.last_fd == devnull
+        with pytest.raises(CorepyError, match="frozen once loaded"):
+            skel.rodata.my_pid = 1
+        skel.bss.write_count = 0  # .bss stays writable
+        assert skel.bss.write_count == 0
+        skel.detach()
+        assert skel.links.handle_write is None
+    assert skel.closed
+    skel.destroy()  # closing again is a no-op
+    with pytest.raises(CorepyError, match="closed"):
+        skel.maps.bss
+
+
+@requires_root
+def test_bootstrap_embedded_tracks_exec_start(tmp_path: Path, no_fd_leak: None) -> None:
+    module = load_module(generate(tmp_path, FIXTURES / "bootstrap.bpf.o", "--embed"))
+    with module.BootstrapSkeleton.open_and_load() as skel:
+        skel.attach()
+        assert set(skel.object.links) == {"handle_exec", "handle_exit"}
+        child = subprocess.Popen(["sleep", "0.3"])
+        try:
+            deadline = time.monotonic() + 2
+            while child.pid not in skel.maps.exec_start and time.monotonic() < deadline:
+                time.sleep(0.01)
+            started = skel.maps.exec_start[child.pid]
+            assert 0 < started <= time.monotonic_ns()
+        finally:
+            child.wait()
+        assert child.pid not in skel.maps.exec_start  # handle_exit deleted it
+
+
+def bootstrap_with_event(tmp_path: Path) -> Path:
+    """bootstrap.bpf.c plus a variable naming ``struct event``, so its BTF carries the record type."""
+    header = FIXTURES / "build" / "vmlinux.h"
+    if not header.exists():
+        header = tmp_path / "vmlinux.h"
+        with open(header, "w") as f:
+            subprocess.run([PYTHON, "-m", "corepy", "btf", "dump", "/sys/kernel/btf/vmlinux", "--format", "c"],
+                           stdout=f, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    inputs = [header, FIXTURES / "src" / "bootstrap.bpf.c", FIXTURES / "src" / "bootstrap.h"]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in inputs)).hexdigest()
+    source = ('#include "bootstrap.bpf.c"\n'
+              "struct event *unused_event __attribute__((unused));\n"
+              f"/* inputs sha256 {digest} */\n")
+    return build("skeleton-bootstrap-event", source, str(FIXTURES / "src"), str(header.parent), "/usr/include/bpf")
+
+
+def run_and_collect(skel: Any, event: type, commands: list[list[str]]) -> tuple[list[bytes], list[int]]:
+    """Run ``commands`` one after the other; the ring buffer records seen until the exit event of
+    the last one, and the commands' pids."""
+    from corepy.ringbuf import RingBuffer
+
+    seen: list[bytes] = []
+    pids: list[int] = []
+    with RingBuffer(skel.maps.rb, lambda rec: seen.append(bytes(rec))) as ring:
+        for cmd in commands:
+            child = subprocess.Popen(cmd)
+            pids.append(child.pid)
+            child.wait()
+        deadline = time.monotonic() + 5
+        while not any(e.exit_event and e.pid == pids[-1] for e in map(event.from_bytes, seen)):
+            assert time.monotonic() < deadline, f"no exit event for {commands[-1]} (pid {pids[-1]})"
+            ring.poll(0.05)
+    return seen, pids
+
+
+@requires_root
+def test_bootstrap_event_records_and_min_duration(tmp_path: Path, no_fd_leak: None) -> None:
+    obj = bootstrap_with_event(tmp_path)
+    module = load_module(generate(tmp_path, obj, "--types", "event", "--name", "bootstrap"))
+    Event = module.Event
+    btf = BTF.from_file(str(obj))
+    codec = Codec(btf, btf.find_one("event").id)
+    assert Event.SIZE == codec.size == 168
+    assert [f.name for f in dataclasses.fields(Event)] == [
+        "pid", "ppid", "exit_code", "duration_ns", "comm", "filename", "exit_event"]
+
+    with module.BootstrapSkeleton.open() as skel:  # every exec and exit reported
+        skel.load()
+        skel.attach()
+        seen, (pid,) = run_and_collect(skel, Event, [["/bin/sh", "-c", "exit 3"]])
+    events = [Event.from_bytes(raw) for raw in seen]
+    for raw, event in zip(seen, events):
+        assert dataclasses.asdict(event) == codec.decode(raw)._asdict()
+        assert event.to_bytes() == codec.encode(codec.decode(raw))
+    mine = [e for e in events if e.pid == pid]
+    assert [e.exit_event for e in mine] == [False, True]
+    exec_event, exit_event = mine
+    assert exec_event.filename == "/bin/sh" and exec_event.ppid == os.getpid() and exec_event.comm == "sh"
+    assert exit_event.exit_code == 3 and exit_event.duration_ns > 0 and exit_event.filename == ""
+
+    with module.BootstrapSkeleton.open() as skel:  # the .rodata filter, set through the skeleton
+        skel.rodata.min_duration_ns = 150_000_000
+        skel.load()
+        assert skel.rodata.min_duration_ns == 150_000_000
+        skel.attach()
+        seen, (short, long_) = run_and_collect(skel, Event, [["/bin/true"], ["sleep", "0.3"]])
+    events = [Event.from_bytes(raw) for raw in seen]
+    assert not [e for e in events if not e.exit_event]  # no exec events with a minimum duration
+    assert short not in {e.pid for e in events}
+    (slept,) = [e for e in events if e.pid == long_]
+    assert slept.duration_ns >= 150_000_000 and slept.comm == "sleep"
