@@ -272,12 +272,13 @@ class BTF:
         sizes = self._codec.words_by_info
         starts: list[int] = []
         add = starts.append
+        infos = words[1:]  # infos[i] is btf_type.info of a type starting at word i
         i, n = 0, len(words)
         while True:
             try:
                 while i < n:
                     add(i)
-                    i += sizes[words[i + 1]]
+                    i += sizes[infos[i]]
                 break
             except KeyError as e:  # first type with this info word: learn its size
                 i += self._learn_size(e.args[0], len(starts), i)
