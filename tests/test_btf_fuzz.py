@@ -29,7 +29,7 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 
 @functools.cache
-def object_sections(tmp: str = "/tmp") -> tuple[bytes, bytes]:
+def object_sections() -> tuple[bytes, bytes]:
     """(.BTF, .BTF.ext) of the test program, compiled once."""
     import tempfile
 
