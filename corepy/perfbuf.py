@@ -97,6 +97,7 @@ class _CpuBuffer:
             self.positions = view[:_PAGE].cast("Q")
             self.data = view[offset:offset + size]
             self.words = self.data.cast("I")
+            self.qwords = self.data.cast("Q")
             self.halves = self.data.cast("H")
             self._structs: dict[int, struct.Struct] = {}
             self.size, self.mask = size, size - 1
@@ -117,47 +118,55 @@ class _CpuBuffer:
         return bytes(self.data[off:]) + bytes(self.data[:end - self.size])
 
     def _consume_each(self) -> int:
-        owner, positions, words, data, mask, size_total = self.owner, self.positions, self.words, self.data, \
+        """One callback per sample; ``data_tail`` stored once per walk (as libbpf does) and
+        past a record whose callback raised."""
+        positions, qwords, words, data, mask, size_total = self.positions, self.qwords, self.words, self.data, \
             self.mask, self.size
+        owner = self.owner
         callback, decode, copy = owner._callback, owner._decode, owner._copy
         head = positions[_HEAD]
         tail = positions[_TAIL]
         count = 0
-        while tail < head:
+        try:
             while tail < head:
-                off = tail & mask
-                kind = words[off >> 2]
-                size = words[(off >> 2) + 1] >> 16
-                if size < 8:
-                    raise CorepyError(f"perf buffer CPU {self.cpu}: corrupt record header at {tail:#x} (size {size})")
-                tail += size
-                try:
-                    if kind == PERF_RECORD_SAMPLE:
-                        if off + size <= size_total:
+                while tail < head:
+                    off = tail & mask
+                    header = qwords[off >> 3]  # u32 type | u16 misc << 32 | u16 size << 48
+                    size = header >> 48
+                    tail += size
+                    if header & 0xFFFFFFFF == PERF_RECORD_SAMPLE and _SAMPLE_HEAD <= size <= size_total - off:
+                        if decode is not None:
+                            callback(decode(data, off + _SAMPLE_HEAD))
+                        else:
                             raw = words[(off >> 2) + 2]
                             off += _SAMPLE_HEAD
-                            if decode is not None:
-                                callback(decode(data, off))
-                            elif copy:
-                                callback(bytes(data[off:off + raw]))
-                            else:
-                                callback(data[off:off + raw])
-                        else:
-                            record = self._record(off, size)
-                            raw = struct.unpack_from("<I", record, 8)[0]
-                            callback(decode(record, _SAMPLE_HEAD) if decode is not None
-                                     else record[_SAMPLE_HEAD:_SAMPLE_HEAD + raw])
+                            callback(bytes(data[off:off + raw]) if copy else data[off:off + raw])
                         count += 1
-                    elif kind == PERF_RECORD_LOST:
-                        owner._lost_record(self.cpu, _LOST.unpack_from(self._record(off, size), 8)[1])
-                finally:
-                    positions[_TAIL] = tail
-            head = positions[_HEAD]
+                    else:
+                        count += self._other_record(tail - size, off, header, callback, decode)
+                head = positions[_HEAD]
+        finally:
+            positions[_TAIL] = tail
         return count
 
+    def _other_record(self, pos: int, off: int, header: int, callback: Any, decode: Any) -> int:
+        """A sample wrapping around the end (a copy is handed over), a LOST record, or
+        something else (skipped); returns the samples delivered (0 or 1)."""
+        kind, size = header & 0xFFFFFFFF, header >> 48
+        if size < 8:
+            raise CorepyError(f"perf buffer CPU {self.cpu}: corrupt record header at {pos:#x} (size {size})")
+        if kind == PERF_RECORD_LOST:
+            self.owner._lost_record(self.cpu, _LOST.unpack_from(self._record(off, size), 8)[1])
+        elif kind == PERF_RECORD_SAMPLE and size >= _SAMPLE_HEAD:
+            record = self._record(off, size)
+            raw = struct.unpack_from("<I", record, 8)[0]
+            callback(decode(record, _SAMPLE_HEAD) if decode is not None else record[_SAMPLE_HEAD:_SAMPLE_HEAD + raw])
+            return 1
+        return 0
+
     def _consume_batch(self) -> int:
-        owner, positions, words, data, mask, size_total = self.owner, self.positions, self.words, self.data, \
-            self.mask, self.size
+        owner, positions, qwords, words, data, mask, size_total = self.owner, self.positions, self.qwords, \
+            self.words, self.data, self.mask, self.size
         callback, decode = owner._callback, owner._decode
         head = positions[_HEAD]
         tail = positions[_TAIL]
@@ -167,25 +176,17 @@ class _CpuBuffer:
             records: list[Any] = []
             if user_struct is not None:
                 tail, records = self._uniform_batch(tail, head, user_struct)
+            append = records.append
             while tail < head and len(records) < _BATCH_MAX:
                 off = tail & mask
-                kind = words[off >> 2]
-                size = words[(off >> 2) + 1] >> 16
-                if size < 8:
-                    raise CorepyError(f"perf buffer CPU {self.cpu}: corrupt record header at {tail:#x} (size {size})")
+                header = qwords[off >> 3]
+                size = header >> 48
                 tail += size
-                if kind == PERF_RECORD_SAMPLE:
-                    if off + size <= size_total:
-                        raw = words[(off >> 2) + 2]
-                        off += _SAMPLE_HEAD
-                        records.append(decode(data, off) if decode is not None else data[off:off + raw])
-                    else:
-                        record = self._record(off, size)
-                        raw = struct.unpack_from("<I", record, 8)[0]
-                        records.append(decode(record, _SAMPLE_HEAD) if decode is not None
-                                       else record[_SAMPLE_HEAD:_SAMPLE_HEAD + raw])
-                elif kind == PERF_RECORD_LOST:
-                    owner._lost_record(self.cpu, _LOST.unpack_from(self._record(off, size), 8)[1])
+                if header & 0xFFFFFFFF == PERF_RECORD_SAMPLE and _SAMPLE_HEAD <= size <= size_total - off:
+                    off += _SAMPLE_HEAD
+                    append(decode(data, off) if decode is not None else data[off:off + words[(off >> 2) - 1]])
+                else:
+                    self._other_record(tail - size, off, header, append, decode)
             try:
                 if records:
                     callback(records)
@@ -220,7 +221,7 @@ class _CpuBuffer:
         return self.positions[_HEAD] - self.positions[_TAIL]
 
     def close(self) -> None:
-        for name in ("positions", "words", "halves", "data"):
+        for name in ("positions", "qwords", "words", "halves", "data"):
             view = self.__dict__.pop(name, None)
             if view is not None:
                 view.release()
