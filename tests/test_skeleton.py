@@ -65,6 +65,31 @@ def no_fd_leak():
     assert not leaked, f"file descriptors left open: {leaked}"
 
 
+def kernel_ids(kind: str) -> set[int]:
+    from corepy.syscalls.objects import get_next_id
+
+    ids: set[int] = set()
+    current: int | None = 0
+    while (current := get_next_id(kind, current)) is not None:  # type: ignore[arg-type]
+        ids.add(current)
+    return ids
+
+
+def live_ids(skel: Any) -> dict[str, set[int]]:
+    """Kernel ids of the skeleton's programs, maps and links."""
+    obj = skel.object
+    return {"prog": {p.id for p in obj.programs.values()}, "map": {m.id for m in obj.maps.values()},
+            "link": {link.info().id for link in obj.links.values()}}
+
+
+def assert_released(ids: dict[str, set[int]]) -> None:
+    """None of ``ids`` is still in the kernel (freeing can lag the last close a little)."""
+    deadline = time.monotonic() + 3
+    while left := {kind: found & kernel_ids(kind) for kind, found in ids.items() if found & kernel_ids(kind)}:
+        assert time.monotonic() < deadline, f"still in the kernel after close(): {left}"
+        time.sleep(0.02)
+
+
 def _target(fd: str) -> str:
     try:
         return os.readlink(f"/proc/self/fd/{fd}")
@@ -239,6 +264,27 @@ def test_stale_object_is_refused(tmp_path: Path) -> None:
         module.MinimalSkeleton.open()
 
 
+def test_object_beside_the_module_inside_a_zip(tmp_path: Path) -> None:
+    """A package shipped as a zip archive reads its object through the module's loader."""
+    import zipfile
+
+    pkg = tmp_path / "src" / "zpkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    shutil.copy(FIXTURES / "minimal.bpf.o", pkg / "minimal.bpf.o")
+    generate(pkg, pkg / "minimal.bpf.o", out="minimal_skel.py")
+    archive = tmp_path / "app.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(pkg.iterdir()):
+            z.write(f, f"zpkg/{f.name}")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from zpkg.minimal_skel import MinimalSkeleton\n"
+            "with MinimalSkeleton.open() as s: print(s.object.path, list(s.progs))")
+    r = subprocess.run([PYTHON, "-c", code, str(archive)], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{archive}/zpkg/minimal.bpf.o ['handle_write']\n"
+
+
 def test_embedded_object_needs_no_file(tmp_path: Path) -> None:
     obj = tmp_path / "minimal.bpf.o"
     shutil.copy(FIXTURES / "minimal.bpf.o", obj)
@@ -394,6 +440,8 @@ def test_minimal_counts_writes(tmp_path: Path, no_fd_leak: None) -> None:
         assert skel.links.handle_write is None
         skel.attach()
         assert skel.links.handle_write is skel.object.links["handle_write"]
+        ids = live_ids(skel)
+        assert all(ids.values())
         before = skel.bss.write_count
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
@@ -410,6 +458,7 @@ def test_minimal_counts_writes(tmp_path: Path, no_fd_leak: None) -> None:
         skel.detach()
         assert skel.links.handle_write is None
     assert skel.closed
+    assert_released(ids)
     skel.destroy()  # closing again is a no-op
     with pytest.raises(CorepyError, match="closed"):
         skel.maps.bss
@@ -421,6 +470,7 @@ def test_bootstrap_embedded_tracks_exec_start(tmp_path: Path, no_fd_leak: None) 
     with module.BootstrapSkeleton.open_and_load() as skel:
         skel.attach()
         assert set(skel.object.links) == {"handle_exec", "handle_exit"}
+        ids = live_ids(skel)
         child = subprocess.Popen(["sleep", "0.3"])
         try:
             deadline = time.monotonic() + 2
@@ -431,6 +481,7 @@ def test_bootstrap_embedded_tracks_exec_start(tmp_path: Path, no_fd_leak: None) 
         finally:
             child.wait()
         assert child.pid not in skel.maps.exec_start  # handle_exit deleted it
+    assert_released(ids)
 
 
 def bootstrap_with_event(tmp_path: Path) -> Path:

@@ -2,11 +2,24 @@
 
 :func:`generate` writes a module with a ``<Name>Skeleton`` class (typed ``maps``,
 ``progs``, ``links`` and per-section globals) and dataclasses for the object's record
-types; generated modules run on :mod:`corepy.skeleton.runtime`.
+types; generated modules import only :mod:`corepy.skeleton.runtime` at run time.
 """
 
 from __future__ import annotations
 
-from .generate import SkeletonSource, generate, section_attr
+import importlib
+from typing import Any
 
-__all__ = ["SkeletonSource", "generate", "section_attr"]
+_LAZY = {"SkeletonSource": "codegen", "generate": "codegen", "section_attr": "codegen",
+         "Skeleton": "runtime"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corepy.skeleton' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -85,20 +85,13 @@ class _Shape:
             return self.pre.format(x=x) if self.pre else x
         e = self.elem
         k = f"_e{depth}"
-        items = f"_rt.items({x}, {self.nelems}, {e.default_expr()}, {_quote(self.hint)})"
+        items = f"_rt.items({x}, {self.nelems}, {e.default}, {self.hint!r})"
         if e.elem is None and e.count == 1 and e.pre is None:
             return f"*{items}"
         inner = e.encode(k, depth + 1)
         if inner.startswith("*"):
             return f"*[_y for {k} in {items} for _y in {inner[1:]}]"
         return f"*[{inner} for {k} in {items}]"
-
-    def default_expr(self) -> str:
-        return self.default
-
-
-def _quote(s: str) -> str:
-    return repr(s)
 
 
 @dataclass

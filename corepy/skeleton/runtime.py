@@ -40,10 +40,14 @@ class ObjectSource:
     def embedded(cls, b64: str, name: str) -> ObjectSource:
         return cls(name, base64.b64decode(b64))
 
+    loader: Any = None
+    """The generated module's ``__loader__``: reads the object from a zip archive when it has ``get_data``."""
+
     @classmethod
-    def beside(cls, module_file: str, relpath: str) -> ObjectSource:
+    def beside(cls, module_file: str, relpath: str, loader: Any = None) -> ObjectSource:
         """``relpath`` relative to the directory of the module at ``module_file``."""
-        return cls(os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(module_file)), relpath)))
+        path = os.path.normpath(os.path.join(os.path.dirname(module_file), relpath))
+        return cls(path, loader=loader)
 
     def read(self) -> bytes:
         if self.data is not None:
@@ -52,6 +56,11 @@ class ObjectSource:
             with open(self.path, "rb") as f:
                 return f.read()
         except OSError as e:
+            if hasattr(self.loader, "get_data"):  # e.g. a zipimporter: the object is in the archive
+                try:
+                    return self.loader.get_data(self.path)
+                except OSError:
+                    pass
             raise ObjectError(f"cannot read the skeleton's BPF object: {e.strerror or e}", path=self.path) from e
 
 

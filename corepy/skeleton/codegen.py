@@ -29,7 +29,7 @@ from .records import FieldPlan, Planner, RecordPlan, class_name, identifier
 __all__ = ["SkeletonSource", "generate", "section_attr"]
 
 _RESERVED = {"maps", "progs", "links", "object", "open", "load", "attach", "detach", "close", "destroy",
-             "open_and_load"}
+             "open_and_load", "closed"}
 """Skeleton attribute names a data section may not take."""
 
 
@@ -82,7 +82,6 @@ class _Writer:
         for attr in self.sections:
             self.planner.reserve(prefix + class_name(attr))
         self.roots: list[int] = []
-        self.map_hints: dict[str, tuple[str, str]] = {}
         self._plan_maps()
         self.var_hints = self._plan_globals()
         self._plan_named(types)
@@ -124,16 +123,20 @@ class _Writer:
         for m in self.spec.maps.values():
             if m.internal:
                 continue
-            key = self._root(m.key_type_id, f"{m.name}_key")
-            value = self._root(m.value_type_id, f"{m.name}_value")
-            self.map_hints[m.name] = (key or "", value or "")
+            for type_id, role in ((m.key_type_id, "key"), (m.value_type_id, "value")):
+                try:
+                    self._root(type_id, f"{m.name}_{role}")
+                except BTFError:
+                    pass  # a layout Python cannot express (e.g. big-endian bitfields): bytes only
 
     def _plan_globals(self) -> dict[str, str]:
         hints = {}
         for _, variables in self.sections.values():
             for key, v in variables:
-                record = self._root(v.type_id, v.name)
-                hints[key] = record or self.planner.shape(v.type_id, v.name).hint
+                try:
+                    hints[key] = self._root(v.type_id, v.name) or self.planner.shape(v.type_id, v.name).hint
+                except BTFError:
+                    hints[key] = "object"  # no Python value form (the codec has none either): raw() only
         return hints
 
     def _plan_named(self, names: Iterable[str]) -> None:
@@ -219,7 +222,7 @@ class _Writer:
                 visit(dep)
             out.append(tid)
 
-        for tid in self.roots:
+        for tid in [*self.roots, *self.planner.plans]:  # then records only global hints name
             visit(tid)
         return out
 
@@ -264,9 +267,10 @@ class _Writer:
                           f'        """SEC("{prog.section}")."""', f"        return self._get({prog.name!r})"]
             out.append("\n".join(lines))
         for attr, (sec, variables) in self.sections.items():
-            access = "; frozen at load: set them before" if sec.startswith(".rodata") else ""
+            access = " (frozen at load: set them before)" if sec.startswith(".rodata") else ""
             lines = [f"class {p}{class_name(attr)}(_rt.Globals):",
-                     f'    """Globals of ``{sec}``: initial values before load, live ones after{access}."""',
+                     f'    """Globals of ``{sec}``{access}: initial values before load, live ones',
+                     '    after."""',
                      "", f"    _SECTION = {sec!r}", "    __slots__ = ()"]
             for key, v in variables:
                 hint = self.var_hints[key]
@@ -287,7 +291,7 @@ class _Writer:
             parts.append(f"key {self._type_text(m.key_type_id, m.key_size)}")
         if m.value_size:
             parts.append(f"value {self._type_text(m.value_type_id, m.value_size)}")
-        parts.append(f"{m.max_entries} entries")
+        parts.append(f"{m.max_entries} bytes" if kind in ("RINGBUF", "USER_RINGBUF") else f"{m.max_entries} entries")
         return ", ".join(parts) + "."
 
     def _type_text(self, type_id: int, size: int) -> str:
@@ -323,7 +327,7 @@ class _Writer:
         if self.source.embed:
             lines.append(f"        return _rt.ObjectSource.embedded(OBJECT_BASE64, {self.source.display!r})")
         else:
-            lines.append("        return _rt.ObjectSource.beside(__file__, OBJECT_PATH)")
+            lines.append("        return _rt.ObjectSource.beside(__file__, OBJECT_PATH, __loader__)")
         return "\n".join(lines)
 
 
