@@ -24,7 +24,7 @@ from typing import Any
 from .errors import CorepyError, raise_for_errno
 from .poller import Decoder, EventBuffer, resolve_decoder
 
-__all__ = ["RingBuffer", "BUSY_BIT", "DISCARD_BIT", "HEADER_SIZE"]
+__all__ = ["RingBuffer", "UserRingBuffer", "Reservation", "BUSY_BIT", "DISCARD_BIT", "HEADER_SIZE"]
 
 BUSY_BIT = 1 << 31
 """Record header ``len`` bit: reserved, not yet submitted or discarded."""
@@ -260,3 +260,142 @@ class RingBuffer(EventBuffer):
     def close(self) -> None:
         super().close()
         self._rings = []
+
+
+_USER_RINGBUF = 31  # MapType.USER_RINGBUF
+
+
+class Reservation:
+    """A sample reserved in a :class:`UserRingBuffer`: fill :attr:`data`, then :meth:`submit`
+    (or :meth:`discard`). The kernel drains samples in order and stops at one still reserved."""
+
+    __slots__ = ("data", "_words", "_index", "_length")
+
+    def __init__(self, data: memoryview, words: memoryview, index: int, length: int):
+        self.data = data
+        """The sample's bytes, writable, zero-copy into the ring."""
+        self._words, self._index, self._length = words, index, length
+
+    def submit(self) -> None:
+        """Hand the sample to the kernel (clears the header's BUSY bit)."""
+        self._finish(self._length)
+
+    def discard(self) -> None:
+        """Give the space back unused (the kernel skips it)."""
+        self._finish(self._length | DISCARD_BIT)
+
+    def _finish(self, header: int) -> None:
+        if self._words is None:
+            raise CorepyError("this user ring buffer sample was already submitted or discarded")
+        try:
+            self.data.release()
+        except BufferError:
+            pass  # the caller still holds an export of it; the header is what the kernel reads
+        self._words[self._index] = header
+        self._words = None  # type: ignore[assignment]
+
+
+class UserRingBuffer:
+    """Producer side of a BPF_MAP_TYPE_USER_RINGBUF: user space writes samples that a BPF
+    program drains with ``bpf_user_ringbuf_drain`` (the kernel gives every sample to a callback
+    as a dynptr). Page 0 (the kernel's consumer position) is mapped read-only, the producer
+    page and the twice-mapped data area read-write. Single producer: not thread-safe.
+    The buffer does not own the map."""
+
+    def __init__(self, map: Any):
+        fd, name, map_type, size, _ = _map_facts(map)
+        if map_type != _USER_RINGBUF:
+            raise CorepyError(f"map {name!r} is not a user ring buffer (BPF_MAP_TYPE_USER_RINGBUF); "
+                              f"its type is {map_type}")
+        if size <= 0 or size & (size - 1) or size % _PAGE:
+            raise CorepyError(f"user ring buffer {name!r}: size {size} is not a power-of-2 multiple of the page size")
+        self.name, self.size, self.mask = name, size, size - 1
+        self._consumer_map = self._producer_map = None
+        self._epoll: Any = None
+        try:
+            self._consumer_map = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
+            self._producer_map = mmap.mmap(fd, _PAGE + 2 * size, mmap.MAP_SHARED,
+                                           mmap.PROT_READ | mmap.PROT_WRITE, offset=_PAGE)
+        except OSError as e:
+            self.close()
+            raise_for_errno("mmap", e.errno or errno.EINVAL, f"user ring buffer {name!r} ({size} bytes, fd {fd})")
+        import select
+
+        self._consumer = memoryview(self._consumer_map).cast("Q")
+        producer = memoryview(self._producer_map)
+        self._producer = producer[:8].cast("Q")
+        self._data = producer[_PAGE:]
+        self._words = self._data.cast("I")
+        self._epoll = select.epoll()
+        self._epoll.register(fd, select.EPOLLOUT)
+
+    def free(self) -> int:
+        """Bytes free for new samples (headers and 8-byte alignment included)."""
+        return self.size - (self._producer[0] - self._consumer[0])
+
+    def reserve(self, size: int) -> Reservation | None:
+        """Room for a ``size``-byte sample, or None when the ring is too full right now.
+        Raises when ``size`` can never fit."""
+        total = (size + HEADER_SIZE + 7) & ~7
+        if size <= 0 or total > self.size:
+            raise CorepyError(f"user ring buffer {self.name!r}: a {size}-byte sample cannot fit "
+                              f"in {self.size} bytes")
+        prod = self._producer[0]
+        if self.size - (prod - self._consumer[0]) < total:
+            return None
+        off = prod & self.mask
+        index = off >> 2
+        self._words[index] = size | BUSY_BIT
+        self._words[index + 1] = 0
+        self._producer[0] = prod + total  # the kernel sees the BUSY header first and waits
+        return Reservation(self._data[off + HEADER_SIZE:off + HEADER_SIZE + size], self._words, index, size)
+
+    def write(self, sample: bytes | bytearray | memoryview, timeout: float | None = 0) -> bool:
+        """Copy ``sample`` in and submit it; waits up to ``timeout`` seconds for room
+        (``None``: forever). False if there was no room in time."""
+        size = len(sample)
+        reservation = self.reserve(size)
+        if reservation is None and timeout != 0:
+            reservation = self._wait_reserve(size, timeout)
+        if reservation is None:
+            return False
+        reservation.data[:] = sample
+        reservation.submit()
+        return True
+
+    def _wait_reserve(self, size: int, timeout: float | None) -> Reservation | None:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            self._epoll.poll(-1 if left is None else left)  # EPOLLOUT: the kernel drained something
+            reservation = self.reserve(size)
+            if reservation is not None:
+                return reservation
+
+    def close(self) -> None:
+        """Unmap and close the epoll fd (samples written stay for the kernel to drain)."""
+        for name in ("_consumer", "_producer", "_words", "_data"):
+            view = self.__dict__.pop(name, None)
+            if view is not None:
+                view.release()
+        for name in ("_consumer_map", "_producer_map"):
+            m = getattr(self, name, None)
+            if m is not None:
+                try:
+                    m.close()
+                except BufferError:
+                    pass  # an unfinished reservation's view is alive: unmapped when it goes
+                setattr(self, name, None)
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+
+    def __enter__(self) -> UserRingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -332,3 +332,106 @@ def test_callback_error_propagates_and_record_counts_as_consumed():
         assert rb.available() == 2 * 16
         assert rb.consume() == 2
     assert seqs_of(calls, 8) == [0, 1, 2, 3]
+
+
+# --- user ring buffer: user space produces, a BPF program drains ----------------------------
+
+HELPER_RINGBUF_OUTPUT, HELPER_DYNPTR_READ, HELPER_USER_RINGBUF_DRAIN = 130, 201, 209
+
+
+def drain_insns(user_rb_fd: int, echo_fd: int, stats_fd: int) -> tuple[list[Insn], int]:
+    """``drain(ctx)``: bpf_user_ringbuf_drain(user_rb, on_sample, NULL, 0); ``on_sample(dynptr)``:
+    read 16 bytes (else stats->short++), echo them into the ``echo`` ring buffer, stats->drained++.
+    Returns the instructions and the index where ``on_sample`` starts."""
+    from corepy.asm.insn import LD_IMM64, PSEUDO_FUNC
+
+    callback = [mov_reg(6, 1)] + _lookup_stats(stats_fd)
+    read = [mov_reg(1, 10), Insn(ALU64 | ADD | K, 1, 0, 0, -24), mov_imm(2, 16), mov_reg(3, 6), mov_imm(4, 0),
+            mov_imm(5, 0), Insn(CALL_INSN, imm=HELPER_DYNPTR_READ)]
+    short = [mov_imm(1, 1), Insn(STX | ATOMIC | DW, 7, 1, 8, ADD)]
+    echo = ld_map_fd(1, echo_fd) + [mov_reg(2, 10), Insn(ALU64 | ADD | K, 2, 0, 0, -24), mov_imm(3, 16), mov_imm(4, 0),
+                                    Insn(CALL_INSN, imm=HELPER_RINGBUF_OUTPUT),
+                                    mov_imm(1, 1), Insn(STX | ATOMIC | DW, 7, 1, 0, ADD), Insn(JMP, off=len(short))]
+    tail = [mov_imm(0, 0)] + exit_insn()
+    body = read + [Insn(JMP | JNE | K, 0, 0, len(echo), 0)] + echo + short
+    callback += [Insn(JMP | JEQ | K, 0, 0, len(body), 0), mov_reg(7, 0)] + body + tail
+    main = ld_map_fd(1, user_rb_fd) + [Insn(LD_IMM64, 2, PSEUDO_FUNC, 0, 0), Insn(0), mov_imm(3, 0), mov_imm(4, 0),
+                                       Insn(CALL_INSN, imm=HELPER_USER_RINGBUF_DRAIN)] + tail
+    main[2].imm = len(main) - 2 - 1  # PSEUDO_FUNC: the callback starts at this insn + imm + 1
+    return main + callback, len(main)
+
+
+def _lookup_stats(stats_fd: int) -> list[Insn]:
+    """``r0 = lookup(stats, &(u32)0)`` (clobbers r1-r5)."""
+    return [Insn(ST | MEM | W, 10, 0, -4, 0), mov_reg(2, 10), Insn(ALU64 | ADD | K, 2, 0, 0, -4)] + \
+        ld_map_fd(1, stats_fd) + [Insn(CALL_INSN, imm=HELPER_MAP_LOOKUP_ELEM)]
+
+
+def load_drain(user_rb, echo, stats):
+    """The drain program with the BTF func_info a callback needs (two static FUNCs)."""
+    from corepy.btf.types import Func, FuncProto, Int, IntEncoding, Param, Ptr
+    from corepy.btf.writer import BTFBuilder
+    from corepy.programs import Program
+    from corepy.syscalls.load import btf_load, prog_load
+    from corepy.syscalls.uapi import ProgType
+
+    insns, callback_at = drain_insns(user_rb.fileno(), echo.fileno(), stats.fileno())
+    b = BTFBuilder()
+    int_id = b.add(Int(0, "int", 4, IntEncoding.SIGNED, 0, 32))
+    ptr_id = b.add(Ptr(0, 0))
+    main_proto = b.add(FuncProto(0, int_id, (Param("ctx", ptr_id),)))
+    main_id = b.add(Func(0, "drain", main_proto))
+    cb_proto = b.add(FuncProto(0, int_id, (Param("dynptr", ptr_id), Param("ctx", ptr_id))))
+    cb_id = b.add(Func(0, "on_sample", cb_proto))
+    with btf_load(b.build()) as btf_fd:
+        func_info = struct.pack("<IIII", 0, main_id, callback_at, cb_id)
+        fd = prog_load(ProgType.SOCKET_FILTER, insns, name="user_rb_drain", btf_fd=btf_fd,
+                       func_info=func_info, func_info_rec_size=8)
+    return Program(fd, name="user_rb_drain", prog_type=ProgType.SOCKET_FILTER)
+
+
+def test_user_ring_buffer_samples_drained_by_bpf_and_echoed_back():
+    from corepy.errors import CorepyError
+    from corepy.maps import Map
+    from corepy.ringbuf import RingBuffer, UserRingBuffer
+    from corepy.syscalls.features import probe
+    from corepy.syscalls.uapi import MapType
+
+    support = probe("map_type", MapType.USER_RINGBUF)
+    if not support:
+        pytest.skip(support.reason)
+    echoed: list[tuple[int, int]] = []
+    with Map.create(MapType.USER_RINGBUF, 0, 0, PAGE, name="user_rb") as user_rb, \
+            Map.create(MapType.RINGBUF, 0, 0, PAGE * 16, name="echo") as echo, \
+            Map.create(MapType.ARRAY, 4, 16, 1, name="drain_stats") as stats, \
+            load_drain(user_rb, echo, stats) as prog, \
+            UserRingBuffer(user_rb) as urb, \
+            RingBuffer(echo, echoed.append, record_type=struct.Struct("<QQ")) as rb:
+        assert urb.free() == PAGE
+        for i in range(10):
+            assert urb.write(struct.pack("<QQ", i, i * i))
+        r = urb.reserve(16)
+        r.data[:] = struct.pack("<QQ", 10, 100)
+        urb.reserve(16).discard()  # skipped by the kernel
+        assert urb.write(b"short")  # drained, but too short for the 16-byte read
+        r.submit()
+        prog.test_run(PACKET)
+        assert rb.consume() == 11
+        assert echoed == [(i, i * i) for i in range(11)]
+        drained, short = struct.unpack("<QQ", stats.raw[struct.pack("<I", 0)])
+        assert (drained, short) == (11, 1) and urb.free() == PAGE
+        # a full ring: write() says so, and waits for the kernel to drain when asked to
+        n = 0
+        while urb.write(struct.pack("<QQ", 100 + n, 0)):
+            n += 1
+        assert n == PAGE // 24 and urb.free() < 24
+        assert not urb.write(bytes(16), timeout=0.01)
+        drainer = threading.Timer(0.05, prog.test_run, args=(PACKET,))
+        drainer.start()
+        assert urb.write(struct.pack("<QQ", 100 + n, 0), timeout=5)
+        drainer.join()
+        prog.test_run(PACKET)
+        rb.consume()
+        assert [s for s, _ in echoed[11:]] == list(range(100, 100 + n + 1))
+        with pytest.raises(CorepyError, match="cannot fit"):
+            urb.reserve(PAGE)
