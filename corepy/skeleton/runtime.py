@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from ..btf.codec import _text_or_bytes  # the one definition of char[N] values
 from ..errors import BTFError, CorepyError, ObjectError
 
 if TYPE_CHECKING:
@@ -228,11 +229,8 @@ class Globals(_Namespace):
 # --- conversions used by generated record classes ---------------------------------
 
 
-def chars(raw: bytes) -> str | bytes:
-    """``char[N]`` as the codec decodes it: text when printable and NUL-terminated, else bytes."""
-    from ..btf.codec import _text_or_bytes
-
-    return _text_or_bytes(raw)
+chars = _text_or_bytes
+"""``char[N]`` as the codec decodes it: text when printable and NUL-terminated, else bytes."""
 
 
 def chars_in(value: Any, size: int) -> bytes:
