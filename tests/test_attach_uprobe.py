@@ -300,3 +300,23 @@ def test_uprobe_multi_link_on_a_glob(retprobe):
             _run_target(2)
             assert read_counter(counts) == 5
     assert open_fds() == before
+
+
+@requires_root
+def test_failed_attach_leaks_no_fd():
+    """A socket filter cannot run on a uprobe: the kernel refuses the link, and the perf event
+    opened for it is closed again."""
+    from corepy.errors import SyscallError
+    from corepy.programs import load_program
+    from corepy.syscalls.uapi import ProgType
+    from test_programs import array_map, counter_program, open_fds
+
+    _skip_without_uprobe_pmu()
+    with array_map() as counts, load_program(counter_program(counts.fileno()), name="wrong",
+                                             prog_type=ProgType.SOCKET_FILTER) as prog:
+        before = open_fds()
+        with pytest.raises(SyscallError, match="BPF_LINK_CREATE"):
+            prog.attach_uprobe(str(TARGET), "corepy_target_add")
+        with pytest.raises(ObjectError):
+            prog.attach_uprobe(str(TARGET), "corepy_no_such_function")
+        assert open_fds() == before
