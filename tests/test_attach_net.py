@@ -169,9 +169,9 @@ def netns():
 XDP_PASS = 2
 
 
-@pytest.mark.parametrize("mode", ["default", "generic"])
+@pytest.mark.parametrize("mode", ["default", "generic", "native"])  # veth has native XDP
 def test_xdp_link_counts_packets_update_detach(netns, mode):
-    from corepy.attach.net import XDP_FLAGS_SKB_MODE
+    from corepy.attach.net import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
     from corepy.syscalls.uapi import LinkType, ProgType
 
     before = open_fds()
@@ -179,12 +179,15 @@ def test_xdp_link_counts_packets_update_detach(netns, mode):
             _load(counter_program(counts.fileno(), retval=XDP_PASS), ProgType.XDP, "xdp_count") as prog, \
             _load(counter_program(counts2.fileno(), retval=XDP_PASS), ProgType.XDP, "xdp_count2") as prog2:
         with netns.inside():
-            link = prog.attach_xdp(netns.a, flags=XDP_FLAGS_SKB_MODE if mode == "generic" else 0)
+            link = prog.attach_xdp(netns.a, flags={"default": 0, "generic": XDP_FLAGS_SKB_MODE,
+                                                   "native": XDP_FLAGS_DRV_MODE}[mode])
             ifindex = socket.if_nametoindex(netns.a)
         with link:
             info = link.info()
             assert info.type == LinkType.XDP and info.prog_id == prog.info().id
             assert info.details["ifindex"] == ifindex
+            shown = netns.exec("ip", "link", "show", netns.a).stdout
+            assert ("xdpgeneric" in shown) == (mode == "generic"), shown
             netns.send_udp(10)
             assert read_counter(counts) >= 10
             seen = read_counter(counts)
