@@ -178,7 +178,7 @@ def records_obj() -> Path:
 @pytest.fixture(scope="module")
 def records(records_obj: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("records")
-    return load_module(generate(tmp, records_obj, "--types", "everything,struct flags", "--name", "records"))
+    return load_module(generate(tmp, records_obj, "--types", "everything,struct flags,enum color", "--name", "records"))
 
 
 # --- generation -------------------------------------------------------------------------
@@ -300,7 +300,7 @@ def test_embedded_object_needs_no_file(tmp_path: Path) -> None:
     ("truncated", "malformed ELF"),
     ("no-btf", "object has no BTF"),
     ("missing", "cannot read the object"),
-    ("unknown-type", "no struct or union named 'nosuch'"),
+    ("unknown-type", "no struct, union or enum named 'nosuch'"),
 ])
 def test_bad_input_exits_nonzero_with_a_named_error(case: str, message: str, tmp_path: Path) -> None:
     obj = tmp_path / f"{case}.o"
@@ -356,7 +356,7 @@ def codec_of(btf: BTF, cls: type) -> Codec:
 
 def test_record_classes_planned(records: Any) -> None:
     names = [n for n in records.__all__ if not n.endswith("Skeleton")]
-    assert names == ["Key", "Inner", "Number", "Flags", "EverythingPoint", "EverythingAnon21", "Everything"]
+    assert names == ["Color", "Key", "Inner", "Number", "Flags", "EverythingPoint", "EverythingAnon21", "Everything"]
     assert [f.name for f in dataclasses.fields(records.Everything)][-4:] == ["point", "_anon21", "grid2", "flex"]
     assert records.Inner._layout.format == "<HBxI"  # padding from the BTF layout
     assert records.Key._layout.format == "<I12s"
@@ -367,7 +367,7 @@ def test_record_classes_planned(records: Any) -> None:
 def test_records_decode_and_encode_like_the_codec(records: Any, records_obj: Path) -> None:
     btf = BTF.from_file(str(records_obj))
     rng = random.Random(4)
-    for name in records.__all__[1:]:
+    for name in records.__all__[2:]:  # the records after the skeleton and the enum
         cls = getattr(records, name)
         codec = codec_of(btf, cls)
         assert codec.size == cls.SIZE
@@ -392,6 +392,12 @@ def test_record_values_round_trip(records: Any) -> None:
     assert back.fl == value.fl and back.num.f == 1.5 and back.big == 2**127 and back.sbig == -(2**127)
     assert back.grid2 == [[R.Inner(a=5), R.Inner()], [R.Inner(), R.Inner()]]
     assert R.Everything.from_bytes(back.to_bytes()) == back
+
+
+def test_named_enum_becomes_an_int_enum(records: Any) -> None:
+    assert {m.name: m.value for m in records.Color} == {"RED": 0, "GREEN": 5, "NEG": -1}
+    value = records.Everything.from_bytes(records.Everything(color=records.Color.NEG).to_bytes())
+    assert value.color == records.Color.NEG == -1 and records.Color(value.color) is records.Color.NEG
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -195,7 +195,8 @@ class Planner:
         self.plans[t.id] = plan
         return plan
 
-    def _unique(self, name: str) -> str:
+    def unique(self, name: str) -> str:
+        """``name``, or ``name2``, ``name3``... if taken; then taken."""
         base, n = name, 2
         while name in self._taken:
             name = f"{base}{n}"
@@ -208,7 +209,7 @@ class Planner:
         self._taken.add(name)
 
     def _plan(self, t: Struct | Union, hint_name: str) -> RecordPlan:
-        name = self._unique(class_name(t.name or hint_name or f"anon{t.id}"))
+        name = self.unique(class_name(t.name or hint_name or f"anon{t.id}"))
         plan = RecordPlan(t.id, _c_name(t), name, t.size, isinstance(t, Union), [], self.btf.byte_order)
         names: set[str] = set()
         for i, m in enumerate(t.members):
