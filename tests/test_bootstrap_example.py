@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -22,7 +23,22 @@ from conftest import ROOT, requires_root
 
 pytestmark = requires_root
 
-LINE = re.compile(r"^(\d\d:\d\d:\d\d) (EXEC|EXIT)\s+(\S.{0,15}?)\s+(\d+)\s+(\d+)\s+(.*)$")
+# TIME(8) EVENT(5) COMM(16: at most 15 characters, padded) PID PPID FILENAME or [CODE] (N ms)
+LINE = re.compile(r"^(\d\d:\d\d:\d\d) (EXEC|EXIT)  (.{16}) (\d+)\s+(\d+)\s+(.*)$")
+
+
+class Event(NamedTuple):
+    time: str
+    kind: str
+    comm: str
+    pid: int
+    ppid: int
+    rest: str
+
+
+def parse(line: str) -> Event | None:
+    m = LINE.match(line)
+    return m and Event(m[1], m[2], m[3].rstrip(), int(m[4]), int(m[5]), m[6])
 
 
 class Tracer:
@@ -52,17 +68,17 @@ class Tracer:
         self.seen.append(line)
         return line
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> re.Match | None:
-        """The first event line (parsed) for which ``predicate(match)`` holds."""
+    def wait_for(self, predicate, timeout: float = 10.0) -> Event | None:
+        """The first event line (parsed) for which ``predicate(event)`` holds."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             line = self.next_line(left)
             if line is None:
                 break
-            m = LINE.match(line)
-            assert m, f"malformed line {line!r}"
-            if predicate(m):
-                return m
+            event = parse(line)
+            assert event, f"malformed line {line!r}"
+            if predicate(event):
+                return event
         return None
 
     def drain(self, seconds: float) -> list[str]:
@@ -104,14 +120,14 @@ def test_exec_and_exit_of_spawned_processes_then_sigint(workdir):
         child.wait()
         failing = subprocess.Popen([str(fail)])
         failing.wait()
-        execd = tracer.wait_for(lambda m: m[2] == "EXEC" and m[6] == str(ok))
+        execd = tracer.wait_for(lambda e: e.kind == "EXEC" and e.rest == str(ok))
         assert execd is not None, tracer.seen
-        assert execd[3] == ok.name and int(execd[4]) == child.pid and int(execd[5]) == os.getpid()
-        exited = tracer.wait_for(lambda m: m[2] == "EXIT" and int(m[4]) == child.pid)
+        assert (execd.comm, execd.pid, execd.ppid) == (ok.name, child.pid, os.getpid())
+        exited = tracer.wait_for(lambda e: e.kind == "EXIT" and e.pid == child.pid)
         assert exited is not None, tracer.seen
-        assert re.fullmatch(r"\[0\] \(\d+ms\)", exited[6]) and exited[3] == ok.name
-        failed = tracer.wait_for(lambda m: m[2] == "EXIT" and int(m[4]) == failing.pid)
-        assert failed is not None and failed[6].startswith("[1] ") and failed[3] == fail.name, tracer.seen
+        assert re.fullmatch(r"\[0\] \(\d+ms\)", exited.rest) and exited.comm == ok.name
+        failed = tracer.wait_for(lambda e: e.kind == "EXIT" and e.pid == failing.pid)
+        assert failed is not None and failed.rest.startswith("[1] ") and failed.comm == fail.name, tracer.seen
     finally:
         stderr = tracer.stop_and_stderr(signal.SIGINT)
     assert tracer.proc.returncode == 0, stderr
@@ -126,20 +142,20 @@ def test_duration_filters_short_processes_in_the_kernel(workdir):
         slow = subprocess.Popen([str(sleeper), "0.6"])
         quick.wait()
         slow.wait()
-        exited = tracer.wait_for(lambda m: m[2] == "EXIT" and int(m[4]) == slow.pid)
+        exited = tracer.wait_for(lambda e: e.kind == "EXIT" and e.pid == slow.pid)
         assert exited is not None, tracer.seen
-        ms = int(re.fullmatch(r"\[0\] \((\d+)ms\)", exited[6])[1])
+        ms = int(re.fullmatch(r"\[0\] \((\d+)ms\)", exited.rest)[1])
         assert 300 <= ms < 5000
         lines = tracer.drain(0.3)
     finally:
         stderr = tracer.stop_and_stderr(signal.SIGTERM)
     assert tracer.proc.returncode == 0, stderr
-    events = [LINE.match(line) for line in lines[1:]]
+    events = [parse(line) for line in lines[1:]]
     assert all(events), lines
     # the user-space side prints whatever arrives: no EXEC event and no short process made it out of the kernel
-    assert not [m for m in events if m[2] == "EXEC"], lines
-    assert not [m for m in events if int(m[4]) == quick.pid], lines
-    assert all(int(re.match(r"\[\d+\] \((\d+)ms\)", m[6])[1]) >= 300 for m in events), lines
+    assert not [e for e in events if e.kind == "EXEC"], lines
+    assert not [e for e in events if e.pid == quick.pid], lines
+    assert all(int(re.match(r"\[\d+\] \((\d+)ms\)", e.rest)[1]) >= 300 for e in events), lines
 
 
 def test_count_and_timeout_end_the_run():
@@ -156,4 +172,4 @@ def test_count_and_timeout_end_the_run():
     stderr = tracer.stop_and_stderr()
     tracer._reader.join(5)
     lines = tracer.drain(0.1)
-    assert len(lines) == 3 and all(LINE.match(line) for line in lines[1:]), (lines, stderr)
+    assert len(lines) == 3 and all(parse(line) for line in lines[1:]), (lines, stderr)
