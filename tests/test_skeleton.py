@@ -146,6 +146,7 @@ struct {
 } things SEC(".maps");
 
 struct inner origin = { .a = 1, .b = 2, .c = 3 };
+__u32 from = 4, _private = 5;  /* a Python keyword; a leading underscore */
 const volatile union number knob = { .u = 7 };
 __u32 calls;
 struct everything *unused_everything __attribute__((unused));
@@ -428,6 +429,9 @@ def test_struct_globals_and_map_specs_before_load(records: Any) -> None:
         assert skel.object.globals.raw("origin") == records.Inner(4, 5, 6).to_bytes()
         skel.data.origin = bytes(8)  # raw bytes too
         assert skel.data.origin == records.Inner()
+        assert (skel.data.from_, skel.data._private) == (4, 5)
+        skel.data.from_ = 40
+        assert skel.object.globals["from"] == 40
         skel.maps.things.max_entries = 32
         assert skel.object.spec.maps["things"].max_entries == 32
         assert type(skel.maps).things.fget.__doc__ == "``things``: HASH, key Key (16 bytes), value Inner (8 bytes), 16 entries."

@@ -21,16 +21,22 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..btf.types import Enum, Enum64, Kind, Linkage, Struct, Typedef, Union
 from ..errors import BTFError, ObjectError
 from .records import FieldPlan, Planner, RecordPlan, class_name, identifier
+
+if TYPE_CHECKING:
+    from ..object.spec import MapSpec, ObjectSpec, VariableSpec
 
 __all__ = ["SkeletonSource", "generate", "section_attr"]
 
 _RESERVED = {"maps", "progs", "links", "object", "open", "load", "attach", "detach", "close", "destroy",
              "open_and_load", "closed"}
 """Skeleton attribute names a data section may not take."""
+_NAMESPACE_ATTRS = {"_get", "_set", "_skel", "_names", "_SECTION"}
+"""Attributes of the runtime's namespace classes."""
 
 
 def section_attr(section: str) -> str:
@@ -69,7 +75,7 @@ def generate(source: SkeletonSource, *, name: str | None = None, types: Sequence
 
 
 class _Writer:
-    def __init__(self, spec, source: SkeletonSource, prefix: str, types: Sequence[str]) -> None:
+    def __init__(self, spec: ObjectSpec, source: SkeletonSource, prefix: str, types: Sequence[str]) -> None:
         from ..btf.dump_c import CDumper
 
         self.spec, self.source, self.prefix = spec, source, prefix
@@ -89,9 +95,9 @@ class _Writer:
         self._plan_named(types)
 
     # --- what goes in -------------------------------------------------------------
-    def _sections(self) -> dict[str, tuple[str, list]]:
-        """attr -> (section name, global variables), for data sections with globals."""
-        out: dict[str, tuple[str, list]] = {}
+    def _sections(self) -> dict[str, tuple[str, list[tuple[str, VariableSpec]]]]:
+        """attr -> (section name, [(key in ``spec.variables``, variable)]), for sections with globals."""
+        out: dict[str, tuple[str, list[tuple[str, VariableSpec]]]] = {}
         for m in self.spec.maps.values():
             if not m.internal or m.name == ".kconfig":
                 continue
@@ -103,14 +109,24 @@ class _Writer:
             if attr in _RESERVED or attr in out:
                 raise ObjectError(f"data section {m.name!r} cannot be the skeleton attribute {attr!r}",
                                   path=self.source.display)
-            for _, v in variables:
-                self._check_ident(v.name, f"global variable in {m.name}")
-            out[attr] = (m.name, sorted(variables, key=lambda kv: (kv[1].offset, kv[1].name)))
+            variables.sort(key=lambda kv: (kv[1].offset, kv[1].name))
+            self._attrs([v.name for _, v in variables], f"global variable in {m.name}")
+            out[attr] = (m.name, variables)
         return out
 
-    def _check_ident(self, name: str, what: str) -> None:
-        if identifier(name) != name or name.startswith("_"):
-            raise ObjectError(f"{what} {name!r} is not usable as a Python attribute", path=self.source.display)
+    def _attrs(self, names: Iterable[str], what: str) -> dict[str, str]:
+        """name -> its attribute on a namespace class (a keyword gets a ``_`` suffix);
+        ObjectError when two names meet or one would hide the namespace's own attributes."""
+        out: dict[str, str] = {}
+        taken: set[str] = set()
+        for name in names:
+            attr = identifier(name)
+            if attr in taken or attr in _NAMESPACE_ATTRS or attr.startswith("__"):
+                raise ObjectError(f"{what} {name!r} cannot be the skeleton attribute {attr!r}",
+                                  path=self.source.display)
+            taken.add(attr)
+            out[name] = attr
+        return out
 
     def _root(self, type_id: int, hint_name: str) -> str | None:
         """Plan the record ``type_id`` resolves to, if it is one; its class name."""
@@ -273,13 +289,14 @@ class _Writer:
         lines = [f"class {p}Maps(_rt.Maps):",
                  f'    """Maps of {self.source.display}: editable specs before load, live maps after."""',
                  "", "    __slots__ = ()"]
-        for m in self.spec.maps.values():
-            attr = section_attr(m.name) if m.internal else m.name
-            self._check_ident(attr, "map")
+        map_attrs = self._attrs([section_attr(m.name) if m.internal else m.name for m in self.spec.maps.values()],
+                                "map")
+        for m, attr in zip(self.spec.maps.values(), map_attrs.values()):
             lines += ["", "    @property", f"    def {attr}(self) -> Map | MapSpec:",
                       f'        """{self._map_doc(m)}"""', f"        return self._get({m.name!r})"]
         out.append("\n".join(lines))
         progs = sorted(self.spec.programs.values(), key=lambda pr: pr.name)
+        prog_attrs = self._attrs([prog.name for prog in progs], "program")
         for cls, base, doc, hint in (
             (f"{p}Progs", "Progs", "Programs: editable specs before load, loaded programs after.",
              "Program | ProgramSpec"),
@@ -288,8 +305,7 @@ class _Writer:
         ):
             lines = [f"class {cls}(_rt.{base}):", f'    """{doc}"""', "", "    __slots__ = ()"]
             for prog in progs:
-                self._check_ident(prog.name, "program")
-                lines += ["", "    @property", f"    def {prog.name}(self) -> {hint}:",
+                lines += ["", "    @property", f"    def {prog_attrs[prog.name]}(self) -> {hint}:",
                           f'        """SEC("{prog.section}")."""', f"        return self._get({prog.name!r})"]
             out.append("\n".join(lines))
         for attr, (sec, variables) in self.sections.items():
@@ -299,16 +315,16 @@ class _Writer:
                      '    after."""',
                      "", f"    _SECTION = {sec!r}", "    __slots__ = ()"]
             for key, v in variables:
-                hint = self.var_hints[key]
-                lines += ["", "    @property", f"    def {v.name}(self) -> {hint}:",
+                hint, attr = self.var_hints[key], identifier(v.name)
+                lines += ["", "    @property", f"    def {attr}(self) -> {hint}:",
                           f'        """``{self._decl(v.type_id, v.name)}`` at offset {v.offset}."""',
                           f"        return self._get({key!r})",
-                          "", f"    @{v.name}.setter", f"    def {v.name}(self, value: {hint}) -> None:",
+                          "", f"    @{attr}.setter", f"    def {attr}(self, value: {hint}) -> None:",
                           f"        self._set({key!r}, value)"]
             out.append("\n".join(lines))
         return "\n\n\n".join(out)
 
-    def _map_doc(self, m) -> str:
+    def _map_doc(self, m: MapSpec) -> str:
         kind = getattr(m.type, "name", str(m.type))
         if m.internal:
             return f"``{m.name}``: the {kind} map holding the section's data."
