@@ -28,9 +28,9 @@ from ..errors import BTFError
 __all__ = ["FieldPlan", "RecordPlan", "Planner", "class_name", "identifier"]
 
 _INT_FMT = {1: "b", 2: "h", 4: "i", 8: "q"}
+_FLOAT_FMT = {2: "e", 4: "f", 8: "d"}
 _RECORD_ATTRS = {"SIZE", "from_bytes", "to_bytes"}
 """Names generated record classes use themselves."""
-_FLOAT_FMT = {2: "e", 4: "f", 8: "d"}
 
 
 def identifier(name: str) -> str:
