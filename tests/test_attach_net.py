@@ -386,3 +386,48 @@ def test_cgroup_without_links_uses_prog_attach(test_cgroup):
         subprocess.run([sys.executable, "-c", SENDER, test_cgroup, "3"], check=True)
         assert read_counter(counts) == 3
     assert open_fds() == before
+
+
+def test_tc_through_netlink_clsact(netns):
+    """The pre-tcx path (forced): clsact qdisc + direct-action bpf filter via rtnetlink;
+    closing removes the filter and the qdisc corepy created."""
+    from corepy.attach.net import attach_tcx
+    from corepy.attach.tc_netlink import TcAttachment
+    from corepy.syscalls.uapi import ProgType
+
+    before = open_fds()
+    with array_map() as ingress, array_map("egress") as egress, \
+            _load(counter_program(ingress.fileno(), retval=0), ProgType.SCHED_CLS, "tc_in") as p_in, \
+            _load(counter_program(egress.fileno(), retval=0), ProgType.SCHED_CLS, "tc_out") as p_out:
+        with netns.inside():
+            a_in = attach_tcx(p_in, netns.a, "ingress", use_tcx=False)
+            b_out = attach_tcx(p_out, netns.b, "egress", use_tcx=False)
+        with a_in, b_out:
+            assert isinstance(a_in, TcAttachment)
+            shown = netns.exec("tc", "filter", "show", "dev", netns.a, "ingress").stdout
+            assert "tc_in" in shown and "direct-action" in shown
+            assert "clsact" in netns.exec("tc", "qdisc", "show", "dev", netns.a).stdout
+            netns.send_udp(5)
+            assert read_counter(ingress) >= 5 and read_counter(egress) >= 5
+        assert netns.exec("tc", "filter", "show", "dev", netns.a, "ingress").stdout.strip() == ""
+        assert "clsact" not in netns.exec("tc", "qdisc", "show", "dev", netns.a).stdout
+        seen = read_counter(ingress)
+        netns.send_udp(3)
+        assert read_counter(ingress) == seen
+    assert open_fds() == before
+
+
+def test_tc_netlink_errors_are_named(netns):
+    from corepy.attach.net import attach_tcx
+    from corepy.errors import SyscallError
+    from corepy.syscalls.uapi import ProgType
+
+    with array_map() as counts, _load(counter_program(counts.fileno(), retval=0), ProgType.SCHED_CLS, "tc_x") as p:
+        with netns.inside():
+            first = attach_tcx(p, netns.a, "ingress", use_tcx=False)
+            try:
+                with pytest.raises(SyscallError, match="rtnetlink.*EEXIST.*tc_x"):
+                    attach_tcx(p, netns.a, "ingress", use_tcx=False)  # same handle and priority
+            finally:
+                first.close()
+        assert "clsact" not in netns.exec("tc", "qdisc", "show", "dev", netns.a).stdout

@@ -8,7 +8,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotSupportedError, SyscallError
+from ..errors import SyscallError
 from ..links import Link, SocketAttachment
 
 if TYPE_CHECKING:
@@ -45,17 +45,24 @@ def attach_xdp(program: Program, interface: int | str, *, flags: int = 0) -> Lin
                 target=f"xdp ifindex {idx}")
 
 
-def attach_tcx(program: Program, interface: int | str, direction: str = "ingress") -> Link:
-    """tcx link (kernel 6.6+) on ``interface``, ``direction`` 'ingress' or 'egress'."""
+def attach_tcx(program: Program, interface: int | str, direction: str = "ingress", *,
+               use_tcx: bool | None = None) -> Link:
+    """A tc program at ``direction`` ('ingress'/'egress') of ``interface``: a tcx link where
+    the kernel has them (6.6+, probed), else (or with ``use_tcx=False``) a direct-action
+    ``bpf`` filter on a ``clsact`` qdisc through rtnetlink."""
     from ..syscalls import features
     from ..syscalls.links import link_create_tcx
     from ..syscalls.uapi import AttachType, LinkType
 
     if direction not in ("ingress", "egress"):
-        raise ValueError(f"tcx direction must be 'ingress' or 'egress', not {direction!r}")
-    if not features.has_link_type(LinkType.TCX):
-        raise NotSupportedError("tcx links (kernel 6.6+)", features.feature_reason("link_type", LinkType.TCX))
+        raise ValueError(f"tc direction must be 'ingress' or 'egress', not {direction!r}")
     idx = ifindex(interface)
+    if use_tcx is None:
+        use_tcx = features.has_link_type(LinkType.TCX)
+    if not use_tcx:
+        from .tc_netlink import attach_tc_netlink
+
+        return attach_tc_netlink(program, idx, direction)
     kind = AttachType.TCX_INGRESS if direction == "ingress" else AttachType.TCX_EGRESS
     return Link(link_create_tcx(program.fd, idx, kind), program=program, target=f"tcx {direction} ifindex {idx}")
 
