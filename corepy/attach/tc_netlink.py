@@ -14,7 +14,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING
 
-from ..errors import SyscallError, raise_for_errno
+from ..errors import NotSupportedError, SyscallError, raise_for_errno
 from ..links import Link, LinkInfo
 
 if TYPE_CHECKING:
@@ -149,8 +149,6 @@ class TcAttachment(Link):
 
     @property
     def fd(self) -> int:
-        from ..errors import NotSupportedError
-
         raise NotSupportedError("a link fd for netlink tc filters", "tc filters are not bpf_links")
 
     @property
@@ -180,18 +178,12 @@ class TcAttachment(Link):
         self.close()
 
     def update(self, program: Program, *, expected: Program | None = None) -> None:
-        from ..errors import NotSupportedError
-
         raise NotSupportedError("updating netlink tc filters", "close and attach again, or use tcx links")
 
     def pin(self, path: str) -> None:
-        from ..errors import NotSupportedError
-
         raise NotSupportedError("pinning netlink tc filters", "tc filters are not bpf_links")
 
     def info(self) -> LinkInfo:
-        from ..errors import NotSupportedError
-
         raise NotSupportedError("link info of netlink tc filters", "tc filters are not bpf_links")
 
 
