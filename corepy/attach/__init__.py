@@ -4,7 +4,8 @@
 - ``tracing``: ``tp_btf/``, ``fentry/``, ``fexit/``, ``fmod_ret/``, ``lsm/`` (target fixed at load)
 - ``probes``: ``kprobe/``, ``kretprobe/``, ``ksyscall/``, ``uprobe/``, ``uretprobe/`` (PMU perf
   events + link), ``uprobe.multi/`` (one uprobe_multi link on a glob of functions)
-- ``net``: xdp, tcx, cgroup, socket filters (need a target: never auto-attached)
+- ``net``: xdp, tc (tcx links; rtnetlink clsact filters via ``tc_netlink`` where tcx is absent),
+  cgroup, socket filters (need a target: never auto-attached)
 - ``perf_event``: a program on any perf event fd (also the common path of the above)
 - ``iter``: ``iter/`` links and reading their output
 - ``usdt``: ``usdt/`` probes of programs built with libbpf's ``usdt.bpf.h``
