@@ -54,7 +54,7 @@ LIVE_RECORDS = 2_000_000
 LIVE_RATE = 2_000_000  # records/s: the paced live producer (the flat-out one is reported too)
 WAKEUP_EVENTS = 10_000  # perf: libbpf's default 1 costs a self-IPI (a VM exit) per sample to fill
 RECORD = struct.Struct("<QQIIQ")  # struct bench_record
-TEST_RUN_ON_CPU = 1 << 1
+TEST_RUN_ON_CPU = 1 << 0  # BPF_F_TEST_RUN_ON_CPU
 
 
 def build_consumer(tmp: str) -> Path:

@@ -124,6 +124,7 @@ class _CpuBuffer:
             self.mask, self.size
         owner = self.owner
         callback, decode, copy = owner._callback, owner._decode, owner._copy
+        least = _SAMPLE_HEAD + owner._need  # smallest sample record the fast path takes
         head = positions[_HEAD]
         tail = positions[_TAIL]
         count = 0
@@ -134,7 +135,7 @@ class _CpuBuffer:
                     header = qwords[off >> 3]  # u32 type | u16 misc << 32 | u16 size << 48
                     size = header >> 48
                     tail += size
-                    if header & 0xFFFFFFFF == PERF_RECORD_SAMPLE and _SAMPLE_HEAD <= size <= size_total - off:
+                    if header & 0xFFFFFFFF == PERF_RECORD_SAMPLE and least <= size <= size_total - off:
                         if decode is not None:
                             callback(decode(data, off + _SAMPLE_HEAD))
                         else:
@@ -160,6 +161,9 @@ class _CpuBuffer:
         elif kind == PERF_RECORD_SAMPLE and size >= _SAMPLE_HEAD:
             record = self._record(off, size)
             raw = struct.unpack_from("<I", record, 8)[0]
+            if decode is not None and min(raw, size - _SAMPLE_HEAD) < self.owner._need:
+                raise CorepyError(f"perf buffer CPU {self.cpu}: a {raw}-byte sample is shorter than its record "
+                                  f"type ({self.owner._need} bytes)")
             callback(decode(record, _SAMPLE_HEAD) if decode is not None else record[_SAMPLE_HEAD:_SAMPLE_HEAD + raw])
             return 1
         return 0
@@ -168,6 +172,7 @@ class _CpuBuffer:
         owner, positions, qwords, words, data, mask, size_total = self.owner, self.positions, self.qwords, \
             self.words, self.data, self.mask, self.size
         callback, decode = owner._callback, owner._decode
+        least = _SAMPLE_HEAD + owner._need
         head = positions[_HEAD]
         tail = positions[_TAIL]
         count = 0
@@ -177,22 +182,29 @@ class _CpuBuffer:
             if user_struct is not None:
                 tail, records = self._uniform_batch(tail, head, user_struct)
             append = records.append
+            error: CorepyError | None = None
             while tail < head and len(records) < _BATCH_MAX:
                 off = tail & mask
                 header = qwords[off >> 3]
                 size = header >> 48
                 tail += size
-                if header & 0xFFFFFFFF == PERF_RECORD_SAMPLE and _SAMPLE_HEAD <= size <= size_total - off:
+                if header & 0xFFFFFFFF == PERF_RECORD_SAMPLE and least <= size <= size_total - off:
                     off += _SAMPLE_HEAD
                     append(decode(data, off) if decode is not None else data[off:off + words[(off >> 2) - 1]])
                 else:
-                    self._other_record(tail - size, off, header, append, decode)
+                    try:
+                        self._other_record(tail - size, off, header, append, decode)
+                    except CorepyError as e:  # consumed; raised once the batch before it is delivered
+                        error = e
+                        break
             try:
                 if records:
                     callback(records)
             finally:
                 positions[_TAIL] = tail
             count += len(records)
+            if error is not None:
+                raise error
             head = positions[_HEAD]
         return count
 
@@ -274,7 +286,8 @@ class PerfBuffer(EventBuffer):
         if pages <= 0 or pages & (pages - 1):
             raise CorepyError(f"perf buffer {name!r}: pages must be a power of 2, not {pages}")
         self.name = name
-        self._decode, self._struct = resolve_decoder(record_type, btf if btf is not None else map_btf, f"perf buffer {name!r}")
+        self._decode, self._struct, self._need = resolve_decoder(record_type, btf if btf is not None else map_btf,
+                                                                 f"perf buffer {name!r}")
         self._copy = callback is None
         self._callback = self._queue.append if callback is None else callback
         self._batch = batch and callback is not None

@@ -164,19 +164,20 @@ class EventBuffer:
             pass
 
 
-def resolve_decoder(record_type: Any, btf: Any, what: str) -> tuple[Decoder | None, struct.Struct | None]:
-    """``record_type`` -> (``decode(buf, offset)``, the ``struct.Struct`` when it is one).
+def resolve_decoder(record_type: Any, btf: Any, what: str) -> tuple[Decoder | None, struct.Struct | None, int]:
+    """``record_type`` -> (``decode(buf, offset)``, the ``struct.Struct`` when it is one, the
+    bytes a record needs).
 
     ``None``: no decoding; a ``str``/``int``: that BTF type of ``btf`` through a
     :class:`~corepy.btf.codec.Codec`; a ``Codec``; a ``struct.Struct`` (records become tuples)."""
     if record_type is None:
-        return None, None
+        return None, None, 0
     if isinstance(record_type, struct.Struct):
-        return record_type.unpack_from, record_type
+        return record_type.unpack_from, record_type, record_type.size
     from .btf.codec import Codec
 
     if isinstance(record_type, Codec):
-        return record_type.decode, None
+        return record_type.decode, None, record_type.size
     if isinstance(record_type, (str, int)) and not isinstance(record_type, bool):
         if btf is None:
             raise CorepyError(f"{what}: cannot decode records as {record_type!r} without BTF "
@@ -190,6 +191,7 @@ def resolve_decoder(record_type: Any, btf: Any, what: str) -> tuple[Decoder | No
             if not ids:
                 raise CorepyError(f"{what}: no type named {record_type!r} in the BTF")
             type_id = ids[0]
-        return Codec(btf, type_id).decode, None
+        codec = Codec(btf, type_id)
+        return codec.decode, None, codec.size
     raise TypeError(f"{what}: record_type must be a BTF type name or id, a Codec or a struct.Struct, "
                     f"not {type(record_type).__name__}")

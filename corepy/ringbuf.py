@@ -55,7 +55,7 @@ class _Ring:
     """One mapped ring buffer and what to do with its records."""
 
     def __init__(self, fd: int, name: str, size: int, callback: Callable[[Any], Any] | None,
-                 decode: Decoder | None, batch_struct: struct.Struct | None, batch: bool, queue: Any):
+                 record: tuple[Decoder | None, struct.Struct | None, int], batch: bool, queue: Any):
         if size <= 0 or size & (size - 1) or size % _PAGE:
             raise CorepyError(f"ring buffer {name!r}: size {size} is not a power-of-2 multiple of the page size")
         self.name, self.size, self.mask = name, size, size - 1
@@ -72,7 +72,7 @@ class _Ring:
         self.data = producer[_PAGE:]
         self.words = self.data.cast("I")
         self.callback = callback
-        self.decode = decode
+        self.decode, batch_struct, self.need = record
         self.batch = batch
         self.queue = queue
         self.copy = callback is None  # queued records outlive the commit: copy them
@@ -96,7 +96,7 @@ class _Ring:
     def _consume_each(self) -> int:
         """One callback per record, committing after each (as libbpf does)."""
         consumer, producer, words, data = self.consumer, self.producer, self.words, self.data
-        mask, callback, decode, copy = self.mask, self.callback, self.decode, self.copy
+        mask, callback, decode, copy, need = self.mask, self.callback, self.decode, self.copy, self.need
         cons = consumer[0]
         count = 0
         while True:
@@ -116,6 +116,8 @@ class _Ring:
                 off += 8
                 try:
                     if decode is not None:
+                        if length < need:
+                            self._short(length)
                         callback(decode(data, off))
                     elif copy:
                         callback(bytes(data[off:off + length]))
@@ -129,7 +131,7 @@ class _Ring:
         """One callback per walk up to the producer position, with every record of it;
         the consumer position is committed once per batch."""
         consumer, producer, words, data = self.consumer, self.producer, self.words, self.data
-        mask, callback, decode = self.mask, self.callback, self.decode
+        mask, callback, decode, need = self.mask, self.callback, self.decode, self.need
         user_struct = self._user_struct
         cons = consumer[0]
         count = 0
@@ -139,6 +141,7 @@ class _Ring:
                 return count
             records: list[Any] = []
             busy = False
+            short = -1
             if user_struct is not None:
                 cons, records = self._uniform_batch(cons, prod)
             while cons < prod and len(records) < _BATCH_MAX:
@@ -152,15 +155,27 @@ class _Ring:
                     continue
                 cons += (length + 15) & ~7
                 off += 8
-                records.append(data[off:off + length] if decode is None else decode(data, off))
+                if decode is None:
+                    records.append(data[off:off + length])
+                elif length >= need:
+                    records.append(decode(data, off))
+                else:
+                    short = length  # consumed; reported after the batch before it is delivered
+                    break
             try:
                 if records:
                     callback(records)
             finally:
                 consumer[0] = cons
             count += len(records)
+            if short >= 0:
+                self._short(short)
             if busy:
                 return count
+
+    def _short(self, length: int) -> None:
+        raise CorepyError(f"ring buffer {self.name!r}: a {length}-byte record is shorter than its record type "
+                          f"({self.need} bytes)")
 
     def _uniform_batch(self, cons: int, prod: int) -> tuple[int, list[Any]]:
         """Fast path for struct-decoded batches: a run of same-length committed records is
@@ -243,9 +258,9 @@ class RingBuffer(EventBuffer):
         fd, name, map_type, size, map_btf = _map_facts(map)
         if map_type != _RINGBUF:
             raise CorepyError(f"map {name!r} is not a ring buffer (BPF_MAP_TYPE_RINGBUF); its type is {map_type}")
-        decode, batch_struct = resolve_decoder(record_type, btf if btf is not None else map_btf,
-                                               f"ring buffer {name!r}")
-        ring = _Ring(fd, name, size, callback, decode, batch_struct, batch, self._queue)
+        decode, batch_struct, need = resolve_decoder(record_type, btf if btf is not None else map_btf,
+                                                     f"ring buffer {name!r}")
+        ring = _Ring(fd, name, size, callback, (decode, batch_struct, need), batch, self._queue)
         try:
             self._register(ring, fd)
         except BaseException:

@@ -302,7 +302,7 @@ def test_ringbuf_bench_fixture_perf_and_ring_bursts():
                 RingBuffer(obj.maps["bench_rb"], ring_seen.append, record_type=bench) as rb:
             from corepy.syscalls.run import prog_test_run
 
-            flags = 1 << 1  # BPF_F_TEST_RUN_ON_CPU
+            flags = 1 << 0  # BPF_F_TEST_RUN_ON_CPU
             for _ in range(3):
                 prog_test_run(obj.programs["perf_burst"].fd, ctx=bytes(16), flags=flags, cpu=cpu)
                 prog_test_run(obj.programs["ringbuf_burst"].fd, ctx=bytes(16), flags=flags, cpu=cpu)
@@ -311,4 +311,4 @@ def test_ringbuf_bench_fixture_perf_and_ring_bursts():
         assert obj.globals.rb_submitted == 600 and obj.globals.rb_dropped == 0
     for seen in (perf_seen, ring_seen):
         assert [r[0] for r in seen] == list(range(600))
-        assert all(r[4] == r[0] ^ 0xC0DEC0DE and r[2] == cpu for r in seen)
+        assert [r for r in seen if r[4] != r[0] ^ 0xC0DEC0DE or r[2] != cpu] == []

@@ -435,3 +435,24 @@ def test_user_ring_buffer_samples_drained_by_bpf_and_echoed_back():
         assert [s for s, _ in echoed[11:]] == list(range(100, 100 + n + 1))
         with pytest.raises(CorepyError, match="cannot fit"):
             urb.reserve(PAGE)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_records_shorter_than_their_type_are_refused_after_the_good_ones(batch):
+    from corepy.errors import CorepyError
+    from corepy.ringbuf import RingBuffer
+
+    got: list = []
+    with Producer(PAGE, 16) as short, Producer(PAGE, 32) as good:
+        sink = got.extend if batch else got.append
+        with RingBuffer(good.ring, sink, record_type=struct.Struct("<QQQQ"), batch=batch) as rb:
+            rb.add(short.ring, sink, record_type=struct.Struct("<QQQQ"), batch=batch)
+            good.produce(3)
+            short.produce(2)
+            with pytest.raises(CorepyError, match="16-byte record is shorter than its record type .32 bytes"):
+                rb.consume()  # the good ring first (added first), then the first short record
+            assert rb.available(0) == 0 and rb.available(1) == 24  # the bad record was consumed
+            with pytest.raises(CorepyError, match="shorter"):
+                rb.consume()
+            assert rb.available(1) == 0 and rb.consume() == 0
+    assert [t[0] for t in got] == [0, 1, 2]
