@@ -104,6 +104,11 @@ class Skeleton:
         return cls(Object(spec, **options))
 
     @classmethod
+    def elf_bytes(cls) -> bytes:
+        """The object's bytes (embedded, or read from beside the module)."""
+        return cls._object_source().read()
+
+    @classmethod
     def open_and_load(cls: type[_S], path: str | os.PathLike[str] | None = None, **options: Any) -> _S:
         """:meth:`open` then :meth:`load`; closes what it made if loading fails."""
         skel = cls.open(path, **options)
@@ -195,7 +200,12 @@ class Progs(_Namespace):
     __slots__ = ()
 
     def _get(self, name: str) -> Any:
-        return self._skel.object.programs[name]
+        obj = self._skel.object
+        programs = obj.programs
+        if name not in programs and obj.loaded and name in obj.spec.programs:
+            raise CorepyError(f"program {name!r} was not loaded (autoload is off: set "
+                              f"progs.{name}.autoload = True before load())")
+        return programs[name]
 
 
 class Links(_Namespace):
