@@ -11,7 +11,7 @@ import pytest
 from conftest import requires_root
 from test_programs import array_map, counter_program, open_fds, read_counter, mov_imm, exit_insn
 
-from corepy.asm.insn import ALU64, ADD, CALL_INSN, DW, EXIT_INSN, JEQ, JMP, K, LDX, MEM, MOV, ST, STX, W, X, Insn
+from corepy.asm.insn import ADD, ALU64, CALL_INSN, DW, EXIT_INSN, JEQ, JMP, K, LDX, MEM, MOV, STX, W, X, Insn
 
 pytestmark = requires_root
 
