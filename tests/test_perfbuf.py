@@ -17,7 +17,7 @@ import pytest
 from conftest import fixture_obj, requires_root
 from test_programs import exit_insn, ld_map_fd, mov_imm, mov_reg, open_fds
 
-from corepy.asm.insn import ADD, ALU, ALU64, ATOMIC, CALL_INSN, DW, JEQ, JMP, JNE, K, MEM, MOV, ST, STX, W, Insn
+from corepy.asm.insn import ADD, ALU, ALU64, ATOMIC, CALL_INSN, DW, JEQ, JMP, K, MEM, MOV, ST, STX, W, Insn
 
 pytestmark = requires_root
 
