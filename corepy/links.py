@@ -42,11 +42,13 @@ _PERF_MEMBER = {"UPROBE": "uprobe", "URETPROBE": "uprobe", "KPROBE": "kprobe", "
 
 
 def _fields(struct: Any) -> dict[str, Any]:
+    """A ctypes Structure's named fields as a dict (nested structures as dicts too)."""
     out: dict[str, Any] = {}
     for name, *_ in struct._fields_:
         if name.startswith("_"):
             continue
-        out[name] = getattr(struct, name)
+        value = getattr(struct, name)
+        out[name] = _fields(value) if hasattr(value, "_fields_") else value
     return out
 
 

@@ -123,3 +123,35 @@ def test_iter_task_lists_this_process():
     assert len(pids & proc_pids) >= 0.9 * len(proc_pids)
     assert len(again) > 0
     assert open_fds() == before
+
+
+def test_iter_bpf_map_elem_with_map_fd():
+    """iter/bpf_map_elem over one map (the link's map_fd): writes each key."""
+    from corepy.programs import load_program
+    from corepy.syscalls.maps import map_create, map_update_elem
+    from corepy.syscalls.uapi import AttachType, MapType, ProgType
+
+    seq_write = 127
+    insns = [
+        Insn(LDX | MEM | DW, 6, 1, 0, 0),  # r6 = ctx->meta
+        Insn(LDX | MEM | DW, 2, 1, 16, 0),  # r2 = ctx->key
+        Insn(JMP | JEQ | K, 2, 0, 3, 0),  # if !key goto out
+        Insn(LDX | MEM | DW, 1, 6, 0, 0),  # r1 = meta->seq
+        Insn(ALU64 | MOV | K, 3, 0, 0, 4),
+        Insn(CALL_INSN, imm=seq_write),
+        Insn(ALU64 | MOV | K, 0, 0, 0, 0),  # out:
+        Insn(EXIT_INSN),
+    ]
+    keys = {3, 17, 99, 1000}
+    before = open_fds()
+    with map_create(MapType.HASH, 4, 8, 16, name="iter_me") as m:
+        for k in keys:
+            map_update_elem(m, struct.pack("<I", k), struct.pack("<Q", k * 2))
+        with load_program(insns, name="dump_keys", prog_type=ProgType.TRACING,
+                          expected_attach_type=AttachType.TRACE_ITER, section="iter/bpf_map_elem",
+                          attach_to="bpf_map_elem") as prog:
+            with prog.attach_iter(map_fd=m.fileno()) as link:
+                assert link.info().details["map"]["map_id"] > 0
+                out = link.read()
+    assert set(struct.unpack(f"<{len(out) // 4}I", out)) == keys
+    assert open_fds() == before
