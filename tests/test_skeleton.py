@@ -228,6 +228,15 @@ def test_stdout_matches_file_and_path_is_relative_to_the_module(tmp_path: Path) 
         assert skel.object.path == str(obj)
 
 
+def test_odd_file_names_stay_inside_comments_and_strings(tmp_path: Path) -> None:
+    obj = tmp_path / 'we"ird\\N{x} """.bpf.o'
+    shutil.copy(FIXTURES / "minimal.bpf.o", obj)
+    for mode in ("--path", "--embed"):
+        module = load_module(generate(tmp_path, obj, mode, out="odd.py"))
+        with module.WeIrdNXSkeleton.open() as skel:
+            assert skel.object.name == 'we"ird\\N{x} """'
+
+
 def test_globals_are_grouped_by_section_like_libbpf(tmp_path: Path) -> None:
     module = load_module(generate(tmp_path, FIXTURES / "globals.bpf.o"))
     skel_cls = module.GlobalsSkeleton
