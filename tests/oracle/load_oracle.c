@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: MIT
+/* load_oracle: libbpf as the load oracle for corepy's load-parity tests.
+ *
+ *   load_oracle [-p PIN_ROOT] [-t PROG=TYPE:ATTACH]... OBJ [PROG]...
+ *
+ * Opens OBJ with libbpf (pin_root_path = PIN_ROOT), loads exactly the named programs (all of
+ * them, '?'-sections included, when none is named), with -t setting a program's type and
+ * expected attach type by number (for sections libbpf 1.1 does not know), and calls
+ * bpf_object__load(). Prints, one record a line:
+ *
+ *   LIBBPF <line>                                    libbpf's warnings and info, a line each
+ *   LOAD <err>                                       bpf_object__load()'s result
+ *   MAP <id> <type> <key> <value> <max> <flags> <name>   each map of the object, then any other
+ *                                                    map a program uses, from bpf_map_info
+ *   PROG <name> <type> <id> <func_info> <line_info> <gpl> <btf_id>   from bpf_prog_info
+ *   INSN <16 hex digits>                             each xlated instruction, the 8 bytes as stored
+ *   MAPIDS <id>...                                   the program's used maps, in the kernel's order
+ *
+ * bpf_object__close() then releases every map and program; pins are left for the caller. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#define MAX_TYPED 64
+#define MAX_MAPS 256
+
+static struct {
+	const char *prog;
+	int type, attach;
+} typed[MAX_TYPED];
+static int n_typed;
+static __u32 printed[MAX_MAPS];
+static int n_printed;
+
+static int print_info(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char buf[16384], *line, *save = NULL;
+
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		printf("LIBBPF %s\n", line);
+	return 0;
+}
+
+static void print_map(int fd)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+	int i;
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len)) {
+		printf("MAPERR %d\n", -errno);
+		return;
+	}
+	for (i = 0; i < n_printed; i++)
+		if (printed[i] == info.id)
+			return;
+	if (n_printed < MAX_MAPS)
+		printed[n_printed++] = info.id;
+	printf("MAP %u %u %u %u %u %u %s\n", info.id, info.type, info.key_size, info.value_size,
+	       info.max_entries, info.map_flags, info.name);
+}
+
+static int print_prog(struct bpf_program *prog)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info), n_insns, n_maps, i;
+	__u64 *insns;
+	__u32 *map_ids;
+	int fd = bpf_program__fd(prog);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -errno;
+	n_insns = info.xlated_prog_len;
+	n_maps = info.nr_map_ids;
+	insns = calloc(n_insns / 8 + 1, 8);
+	map_ids = calloc(n_maps + 1, sizeof(*map_ids));
+	if (!insns || !map_ids)
+		return -ENOMEM;
+	memset(&info, 0, sizeof(info));
+	info.xlated_prog_len = n_insns;
+	info.xlated_prog_insns = (__u64)(unsigned long)insns;
+	info.nr_map_ids = n_maps;
+	info.map_ids = (__u64)(unsigned long)map_ids;
+	len = sizeof(info);
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -errno;
+	if (info.xlated_prog_len < n_insns)
+		n_insns = info.xlated_prog_len;
+	if (info.nr_map_ids < n_maps)
+		n_maps = info.nr_map_ids;
+	printf("PROG %s %u %u %u %u %u %u\n", bpf_program__name(prog), info.type, info.id,
+	       info.nr_func_info, info.nr_line_info, info.gpl_compatible, info.btf_id);
+	for (i = 0; i < n_insns / 8; i++) {
+		unsigned char *b = (unsigned char *)&insns[i];
+
+		printf("INSN %02x%02x%02x%02x%02x%02x%02x%02x\n", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+	}
+	printf("MAPIDS");
+	for (i = 0; i < n_maps; i++)
+		printf(" %u", map_ids[i]);
+	printf("\n");
+	for (i = 0; i < n_maps; i++) {
+		int map_fd = bpf_map_get_fd_by_id(map_ids[i]);
+
+		if (map_fd < 0) {
+			printf("MAPERR %d\n", -errno);
+			continue;
+		}
+		print_map(map_fd);
+		close(map_fd);
+	}
+	free(insns);
+	free(map_ids);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *pin_root = NULL;
+	struct bpf_program *prog;
+	struct bpf_object *obj;
+	struct bpf_map *map;
+	int err, opt, i;
+
+	while ((opt = getopt(argc, argv, "p:t:")) != -1) {
+		char *eq, *colon;
+
+		switch (opt) {
+		case 'p':
+			pin_root = optarg;
+			break;
+		case 't':
+			eq = strchr(optarg, '=');
+			colon = eq ? strchr(eq, ':') : NULL;
+			if (!colon || n_typed == MAX_TYPED)
+				goto usage;
+			*eq = 0;
+			typed[n_typed].prog = optarg;
+			typed[n_typed].type = atoi(eq + 1);
+			typed[n_typed].attach = atoi(colon + 1);
+			n_typed++;
+			break;
+		default:
+			goto usage;
+		}
+	}
+	if (optind >= argc)
+		goto usage;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	libbpf_set_print(print_info);
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root);
+	obj = bpf_object__open_file(argv[optind], &opts);
+	err = libbpf_get_error(obj);
+	if (err) {
+		printf("OPEN %d\n", err);
+		return 1;
+	}
+	bpf_object__for_each_program(prog, obj) {
+		int want = optind + 1 == argc;
+
+		for (i = optind + 1; i < argc; i++)
+			want |= strcmp(argv[i], bpf_program__name(prog)) == 0;
+		bpf_program__set_autoload(prog, want);
+		for (i = 0; i < n_typed; i++) {
+			if (strcmp(typed[i].prog, bpf_program__name(prog)) != 0)
+				continue;
+			bpf_program__set_type(prog, typed[i].type);
+			bpf_program__set_expected_attach_type(prog, typed[i].attach);
+		}
+	}
+	err = bpf_object__load(obj);
+	printf("LOAD %d\n", err);
+	if (!err) {
+		bpf_object__for_each_map(map, obj)
+			print_map(bpf_map__fd(map));
+		bpf_object__for_each_program(prog, obj) {
+			if (!bpf_program__autoload(prog))
+				continue;
+			err = print_prog(prog);
+			if (err)
+				printf("PROGERR %s %d\n", bpf_program__name(prog), err);
+		}
+	}
+	bpf_object__close(obj);
+	return 0;
+usage:
+	fprintf(stderr, "usage: %s [-p PIN_ROOT] [-t PROG=TYPE:ATTACH]... OBJ [PROG]...\n", argv[0]);
+	return 2;
+}

@@ -1,0 +1,177 @@
+"""TEST-ONLY: what a load left in the kernel, from libbpf (tests/oracle/load_oracle.c) and from
+corepy, in one comparable form: each program's xlated instructions with map references
+replaced by the map's name, its bpf_prog_info essentials, and the maps by name."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+ORACLE_SRC = Path(__file__).parent / "oracle" / "load_oracle.c"
+
+LD_IMM64 = 0x18
+PSEUDO_MAP_FD, PSEUDO_MAP_VALUE = 1, 2
+
+
+@dataclass(frozen=True)
+class MapFacts:
+    """A map as ``bpf_map_info`` reports it (without its per-load id)."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+
+
+@dataclass
+class ProgFacts:
+    """A loaded program: its info essentials and xlated code, map references by name."""
+
+    name: str
+    type: int
+    nr_func_info: int
+    nr_line_info: int
+    gpl_compatible: int
+    has_btf: bool
+    insns: list[tuple] = field(repr=False)
+    maps_used: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadFacts:
+    """Everything one load of an object left in the kernel, or why it failed."""
+
+    error: str | None = None
+    maps: dict[str, MapFacts] = field(default_factory=dict)
+    programs: dict[str, ProgFacts] = field(default_factory=dict)
+
+
+def elf_programs(path: Path) -> dict[str, str]:
+    """program name -> its ELF section ('?' kept): the global functions outside .text."""
+    progs: dict[str, str] = {}
+    with open(path, "rb") as fh:
+        elf = ELFFile(fh)
+        for sym in elf.get_section_by_name(".symtab").iter_symbols():
+            if sym["st_info"]["type"] != "STT_FUNC" or sym["st_info"]["bind"] != "STB_GLOBAL" \
+                    or not isinstance(sym["st_shndx"], int):
+                continue
+            sec = elf.get_section(sym["st_shndx"]).name
+            if sec != ".text":
+                progs[sym.name] = sec
+    return progs
+
+
+def normalise(xlated: bytes, map_names: dict[int, str]) -> list[tuple]:
+    """(code, dst, src, off, imm) per instruction, the imm of map-referencing ld_imm64s (which
+    the kernel reports as the map's id) replaced by ("map", name) of that side's map."""
+    out: list[tuple] = []
+    for code, regs, off, imm in struct.iter_unpack("<BBhi", xlated):
+        dst, src = regs & 0xF, regs >> 4
+        ref: object = imm
+        if code == LD_IMM64 and src in (PSEUDO_MAP_FD, PSEUDO_MAP_VALUE):
+            ref = ("map", map_names.get(imm & 0xFFFFFFFF, f"<unknown map id {imm & 0xFFFFFFFF}>"))
+        out.append((code, dst, src, off, ref))
+    return out
+
+
+def build_load_oracle(tmp_path_factory) -> Path:
+    """tests/oracle/load_oracle.c linked against the system libbpf, once per session."""
+    gcc = shutil.which("gcc")
+    if gcc is None or not Path("/usr/include/bpf/libbpf.h").exists():
+        pytest.skip("the libbpf load oracle needs gcc and libbpf-dev (scripts/setup-system.sh installs them)")
+    out = tmp_path_factory.mktemp("load_oracle") / "load_oracle"
+    subprocess.run([gcc, "-O1", "-Wall", "-Werror", "-o", str(out), str(ORACLE_SRC), "-lbpf"], check=True)
+    return out
+
+
+def run_libbpf(oracle: Path, obj: Path, programs: list[str], pin_root: str,
+               types: dict[str, tuple[int, int]]) -> LoadFacts:
+    """Load ``programs`` of ``obj`` with libbpf (``types``: program -> (prog type, expected
+    attach type) set by hand) and read back what the kernel holds."""
+    cmd = [str(oracle), "-p", pin_root]
+    for prog, (ptype, attach) in types.items():
+        cmd += ["-t", f"{prog}={ptype}:{attach}"]
+    proc = subprocess.run(cmd + [str(obj)] + programs, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or not any(ln.startswith("LOAD ") for ln in lines):
+        return LoadFacts(error=f"load_oracle exited {proc.returncode}: {proc.stdout.strip()} {proc.stderr.strip()}")
+    facts = LoadFacts()
+    if "LOAD 0" not in lines:
+        facts.error = _libbpf_reason(lines)
+        return facts
+    names: dict[int, str] = {}
+    prog: ProgFacts | None = None
+    raw = bytearray()
+    pending: list[tuple[ProgFacts, bytes, list[int]]] = []
+    for ln in lines:
+        kind, _, rest = ln.partition(" ")
+        if kind == "MAP":
+            map_id, mtype, key, value, max_entries, flags, *name = rest.split(" ")
+            mf = MapFacts(" ".join(name), int(mtype), int(key), int(value), int(max_entries), int(flags))
+            names[int(map_id)] = mf.name
+            facts.maps[mf.name] = mf
+        elif kind == "PROG":
+            name, ptype, _id, nfunc, nline, gpl, btf_id = rest.split(" ")
+            prog = ProgFacts(name, int(ptype), int(nfunc), int(nline), int(gpl), btf_id != "0", [])
+            raw = bytearray()
+        elif kind == "INSN":
+            raw += bytes.fromhex(rest)
+        elif kind == "MAPIDS":
+            assert prog is not None
+            pending.append((prog, bytes(raw), [int(x) for x in rest.split()]))
+        elif kind in ("MAPERR", "PROGERR"):
+            facts.error = f"load_oracle: {ln}"
+    for prog, xlated, map_ids in pending:
+        prog.insns = normalise(xlated, names)
+        prog.maps_used = [names.get(i, f"<unknown map id {i}>") for i in map_ids]
+        facts.programs[prog.name] = prog
+    return facts
+
+
+def _libbpf_reason(lines: list[str]) -> str:
+    """libbpf's own words for a failed load: its messages, the verifier log folded into one line."""
+    msgs = [ln.removeprefix("LIBBPF ").removeprefix("libbpf: ") for ln in lines if ln.startswith("LIBBPF ")]
+    return " | ".join(m.replace("\n", " / ") for m in msgs) + f" (bpf_object__load: {lines[-1].split()[-1]})"
+
+
+def corepy_facts(obj) -> LoadFacts:
+    """The same facts for a loaded :class:`corepy.Object`, read from the kernel by fd."""
+    from corepy.syscalls.objects import get_fd_by_id, map_info, prog_info
+
+    facts = LoadFacts()
+    names: dict[int, str] = {}
+
+    def add_map(info) -> None:
+        mf = MapFacts(info.name.decode(), info.type, info.key_size, info.value_size, info.max_entries,
+                      info.map_flags)
+        names[info.id] = mf.name
+        facts.maps[mf.name] = mf
+
+    for m in obj.maps.values():
+        add_map(map_info(m.fileno()))
+    for name, p in obj.programs.items():
+        d = prog_info(p.fileno())
+        for map_id in d.map_ids:
+            if map_id not in names:
+                with get_fd_by_id("map", map_id) as fd:
+                    add_map(map_info(fd))
+        facts.programs[name] = ProgFacts(
+            name, d.info.type, d.info.nr_func_info, d.info.nr_line_info, d.info.gpl_compatible,
+            d.info.btf_id != 0, normalise(d.xlated, names), [names[i] for i in d.map_ids])
+    return facts
+
+
+def first_difference(want: list[tuple], got: list[tuple]) -> str:
+    """Where two normalised instruction lists part, for an assertion message."""
+    for i, (a, b) in enumerate(zip(want, got)):
+        if a != b:
+            return f"insn #{i}: libbpf {a} corepy {b}"
+    return f"lengths differ: libbpf {len(want)} insns, corepy {len(got)}"
