@@ -29,6 +29,9 @@ class MapFacts:
     value_size: int
     max_entries: int
     flags: int
+    extra: int
+    btf_key_type_id: int
+    btf_value_type_id: int
 
 
 @dataclass
@@ -40,7 +43,8 @@ class ProgFacts:
     nr_func_info: int
     nr_line_info: int
     gpl_compatible: int
-    has_btf: bool
+    btf: bytes | None = field(repr=False)
+    """the raw BTF the program was loaded with (the object's, as the loader prepared it)"""
     insns: list[tuple] = field(repr=False)
     maps_used: list[str] = field(default_factory=list)
 
@@ -110,27 +114,34 @@ def run_libbpf(oracle: Path, obj: Path, programs: list[str], pin_root: str,
     names: dict[int, str] = {}
     prog: ProgFacts | None = None
     raw = bytearray()
+    btfs: dict[str, bytes] = {}
+    btf_ids: dict[str, str] = {}
     pending: list[tuple[ProgFacts, bytes, list[int]]] = []
     for ln in lines:
         kind, _, rest = ln.partition(" ")
         if kind == "MAP":
-            map_id, mtype, key, value, max_entries, flags, *name = rest.split(" ")
-            mf = MapFacts(" ".join(name), int(mtype), int(key), int(value), int(max_entries), int(flags))
+            map_id, *numbers, name = rest.split(" ", 9)
+            mf = MapFacts(name, *map(int, numbers))
             names[int(map_id)] = mf.name
             facts.maps[mf.name] = mf
         elif kind == "PROG":
             name, ptype, _id, nfunc, nline, gpl, btf_id = rest.split(" ")
-            prog = ProgFacts(name, int(ptype), int(nfunc), int(nline), int(gpl), btf_id != "0", [])
+            prog = ProgFacts(name, int(ptype), int(nfunc), int(nline), int(gpl), None, [])
+            btf_ids[name] = btf_id
             raw = bytearray()
+        elif kind == "BTF":
+            btf_id, _, blob = rest.partition(" ")
+            btfs[btf_id] = bytes.fromhex(blob)
         elif kind == "INSN":
             raw += bytes.fromhex(rest)
         elif kind == "MAPIDS":
             assert prog is not None
             pending.append((prog, bytes(raw), [int(x) for x in rest.split()]))
-        elif kind in ("MAPERR", "PROGERR"):
+        elif kind in ("MAPERR", "PROGERR", "BTFERR"):
             facts.error = f"load_oracle: {ln}"
     for prog, xlated, map_ids in pending:
         prog.insns = normalise(xlated, names)
+        prog.btf = btfs.get(btf_ids[prog.name])
         prog.maps_used = [names.get(i, f"<unknown map id {i}>") for i in map_ids]
         facts.programs[prog.name] = prog
     return facts
@@ -144,14 +155,14 @@ def _libbpf_reason(lines: list[str]) -> str:
 
 def corepy_facts(obj) -> LoadFacts:
     """The same facts for a loaded :class:`corepy.Object`, read from the kernel by fd."""
-    from corepy.syscalls.objects import get_fd_by_id, map_info, prog_info
+    from corepy.syscalls.objects import btf_info, get_fd_by_id, map_info, prog_info
 
     facts = LoadFacts()
     names: dict[int, str] = {}
 
     def add_map(info) -> None:
         mf = MapFacts(info.name.decode(), info.type, info.key_size, info.value_size, info.max_entries,
-                      info.map_flags)
+                      info.map_flags, info.map_extra, info.btf_key_type_id, info.btf_value_type_id)
         names[info.id] = mf.name
         facts.maps[mf.name] = mf
 
@@ -163,9 +174,13 @@ def corepy_facts(obj) -> LoadFacts:
             if map_id not in names:
                 with get_fd_by_id("map", map_id) as fd:
                     add_map(map_info(fd))
+        btf = None
+        if d.info.btf_id:
+            with get_fd_by_id("btf", d.info.btf_id) as fd:
+                btf = btf_info(fd).blob
         facts.programs[name] = ProgFacts(
             name, d.info.type, d.info.nr_func_info, d.info.nr_line_info, d.info.gpl_compatible,
-            d.info.btf_id != 0, normalise(d.xlated, names), [names[i] for i in d.map_ids])
+            btf, normalise(d.xlated, names), [names[i] for i in d.map_ids])
     return facts
 
 

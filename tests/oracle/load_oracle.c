@@ -10,9 +10,11 @@
  *
  *   LIBBPF <line>                                    libbpf's warnings and info, a line each
  *   LOAD <err>                                       bpf_object__load()'s result
- *   MAP <id> <type> <key> <value> <max> <flags> <name>   each map of the object, then any other
- *                                                    map a program uses, from bpf_map_info
+ *   MAP <id> <type> <key> <value> <max> <flags> <extra> <btf_key_id> <btf_value_id> <name>
+ *                                                    each map of the object, then any other map
+ *                                                    a program uses, from bpf_map_info
  *   PROG <name> <type> <id> <func_info> <line_info> <gpl> <btf_id>   from bpf_prog_info
+ *   BTF <id> <hex>                                   the raw BTF of each btf_id above, once
  *   INSN <16 hex digits>                             each xlated instruction, the 8 bytes as stored
  *   MAPIDS <id>...                                   the program's used maps, in the kernel's order
  *
@@ -65,8 +67,50 @@ static void print_map(int fd)
 			return;
 	if (n_printed < MAX_MAPS)
 		printed[n_printed++] = info.id;
-	printf("MAP %u %u %u %u %u %u %s\n", info.id, info.type, info.key_size, info.value_size,
-	       info.max_entries, info.map_flags, info.name);
+	printf("MAP %u %u %u %u %u %u %llu %u %u %s\n", info.id, info.type, info.key_size, info.value_size,
+	       info.max_entries, info.map_flags, (unsigned long long)info.map_extra, info.btf_key_type_id,
+	       info.btf_value_type_id, info.name);
+}
+
+static __u32 printed_btf;
+
+static void print_btf(__u32 id)
+{
+	struct bpf_btf_info info;
+	__u32 len = sizeof(info), size, i;
+	unsigned char *blob;
+	int fd;
+
+	if (!id || id == printed_btf)
+		return;
+	printed_btf = id;
+	fd = bpf_btf_get_fd_by_id(id);
+	if (fd < 0) {
+		printf("BTFERR %d\n", -errno);
+		return;
+	}
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len)) {
+		printf("BTFERR %d\n", -errno);
+		close(fd);
+		return;
+	}
+	size = info.btf_size;
+	blob = malloc(size + 1);
+	memset(&info, 0, sizeof(info));
+	info.btf = (__u64)(unsigned long)blob;
+	info.btf_size = size;
+	len = sizeof(info);
+	if (!blob || bpf_obj_get_info_by_fd(fd, &info, &len)) {
+		printf("BTFERR %d\n", blob ? -errno : -ENOMEM);
+	} else {
+		printf("BTF %u ", id);
+		for (i = 0; i < size && i < info.btf_size; i++)
+			printf("%02x", blob[i]);
+		printf("\n");
+	}
+	free(blob);
+	close(fd);
 }
 
 static int print_prog(struct bpf_program *prog)
@@ -105,6 +149,7 @@ static int print_prog(struct bpf_program *prog)
 
 		printf("INSN %02x%02x%02x%02x%02x%02x%02x%02x\n", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
 	}
+	print_btf(info.btf_id);
 	printf("MAPIDS");
 	for (i = 0; i < n_maps; i++)
 		printf(" %u", map_ids[i]);
