@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 import corepy
-from corepy.btf import BTF
 from conftest import FIXTURES, requires_root
+from corepy.btf import BTF
 from corepy.errors import CorepyError
 from corepy.syscalls.uapi import AttachType, ProgType
 from parity_helpers import (LoadFacts, build_load_oracle, corepy_facts, elf_programs, first_difference,
@@ -187,12 +187,13 @@ def test_program_btf_equals_libbpf(parity, name, prog):
 # kernel has BPF_PROG_BIND_MAP, every loaded program gets each of them bound, so they live as
 # long as the program (bpftool reads bpf_metadata_* from them). The kernel appends a bound map to
 # the program's used maps unless its code already references it; these programs' code does not.
-RODATA_NOT_BOUND = pytest.mark.xfail(strict=True, reason=(
+RODATA_NOT_BOUND = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "corepy does not BPF_PROG_BIND_MAP the object's .rodata/.rodata.* maps to each program "
     "(corepy/collection.py Object._load: after load_program(), for each internal map whose section "
     "is .rodata or .rodata.*, call corepy.syscalls.links.prog_bind_map(prog, map) when the kernel "
     "supports it, warning instead of failing, as libbpf 1.1 does)"))
 UNBOUND_RODATA_USERS = {("globals", "second_caller")} | {(n, p) for n, p in CASES if n == "maps_zoo"}
+BPF_F_RDONLY_PROG = 1 << 7
 
 
 @pytest.mark.parametrize(("name", "prog"), [
@@ -201,7 +202,13 @@ UNBOUND_RODATA_USERS = {("globals", "second_caller")} | {(n, p) for n, p in CASE
 def test_program_uses_the_maps_libbpf_does(parity, name, prog):
     """The kernel's used-maps list of the program, by name and in order."""
     want, got = _program_pair(parity, name, prog)
-    assert got.maps_used == want.maps_used
+    maps = parity(name).libbpf.maps
+    bound = want.maps_used[len(got.maps_used):]
+    if want.maps_used[:len(got.maps_used)] != got.maps_used or not all(
+            ".rodata" in m and maps[m].flags & BPF_F_RDONLY_PROG for m in bound):
+        pytest.fail(f"used maps differ beyond libbpf's bound .rodata maps: libbpf {want.maps_used}, "
+                    f"corepy {got.maps_used}")
+    assert got.maps_used == want.maps_used, "libbpf binds its .rodata maps to the program, corepy not"
 
 
 def _program_pair(parity, name: str, prog: str):
