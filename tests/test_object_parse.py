@@ -239,3 +239,33 @@ def test_lookup_errors_name_choices():
         obj.program("nope")
     with pytest.raises(ObjectError, match="no map named 'nope'"):
         obj.map("nope")
+
+
+def test_corrupted_objects_fail_cleanly():
+    """Random byte corruption of real objects: parsing and linking either work or raise a corepy error."""
+    import random
+
+    from corepy.errors import CorepyError
+    from corepy.object.externs import resolve_externs
+    from corepy.object.link import link
+    from corepy.object.parse import parse_object
+
+    rng = random.Random(1234)
+    blobs = [p.read_bytes() for p in all_objects()]
+    parsed = 0
+    for _ in range(120):
+        data = bytearray(rng.choice(blobs))
+        for _ in range(rng.choice((1, 2, 8))):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.1:
+            del data[rng.randrange(len(data)):]
+        try:
+            obj = parse_object(bytes(data), name="fuzz")
+            parsed += 1
+            ext = resolve_externs(obj, kconfig={}, kallsyms={}, kernel_btf=obj.btf, kernel_version=1,
+                                  features={"LINUX_HAS_BPF_COOKIE": 1, "LINUX_HAS_SYSCALL_WRAPPER": 1})
+            for p in obj.programs.values():
+                link(obj, p, externs=ext)
+        except CorepyError:
+            pass
+    assert parsed > 20  # most single-byte corruptions hit bytes nobody reads

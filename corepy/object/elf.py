@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 
 from ..errors import ObjectError
@@ -21,6 +23,7 @@ SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION = 0, 1, 2, 3
 STV_DEFAULT, STV_INTERNAL, STV_HIDDEN = 0, 1, 2
+_REL_LE, _REL_BE = struct.Struct("<QQ"), struct.Struct(">QQ")  # Elf64_Rel: r_offset, r_info
 R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = 1, 2, 3, 4, 10
 
 
@@ -107,7 +110,8 @@ def read_elf(source: str | os.PathLike[str] | bytes) -> ElfObject:
         return _read(path, ELFFile(io.BytesIO(data)))
     except ObjectError:
         raise
-    except (ELFError, ValueError, KeyError, IndexError, AssertionError, EOFError, OSError) as e:
+    except (ELFError, ValueError, KeyError, IndexError, AssertionError, EOFError, OSError, OverflowError,
+            TypeError, MemoryError, zlib.error) as e:
         raise _elf_error(path, "malformed ELF", e) from None
     except Exception as e:  # construct's StreamError and friends from pyelftools
         if type(e).__module__.startswith(("construct", "elftools")):
@@ -151,19 +155,25 @@ def _read(path: str, elf) -> ElfObject:
         symbols.append(ElfSymbol(i, sym.name, e["st_value"], e["st_size"], _num(info["type"], _STT),
                                  _num(info["bind"], _STB), _num(e["st_other"]["visibility"], _STV), shndx))
     relocs: dict[int, list[ElfReloc]] = {}
-    for s in elf.iter_sections():
-        if _num(s.header["sh_type"], _SHT) != SHT_REL:
+    rel = _REL_LE if elf.little_endian else _REL_BE
+    for sec in sections:
+        if sec.type != SHT_REL:
             continue
-        target = s.header["sh_info"]
+        target = sec.info
         if not 0 < target < len(sections):
-            raise _elf_error(path, f"relocation section {s.name!r} targets bad section index {target}")
+            raise _elf_error(path, f"relocation section {sec.name!r} targets bad section index {target}")
+        if not (sections[target].flags & SHF_EXECINSTR or sections[target].name == ".maps"):
+            continue  # debug info and BTF relocations are a linker's business, not a loader's
+        if len(sec.data) % rel.size:
+            raise _elf_error(path, f"relocation section {sec.name!r} size {len(sec.data)} is not a multiple of "
+                             f"{rel.size}")
         out = relocs.setdefault(target, [])
-        for r in s.iter_relocations():
-            sym_idx = r["r_info_sym"]
+        for r_offset, r_info in rel.iter_unpack(sec.data):
+            sym_idx, r_type = r_info >> 32, r_info & 0xFFFFFFFF
             if sym_idx >= len(symbols):
-                raise _elf_error(path, f"relocation in {s.name!r} at {r['r_offset']:#x} names symbol "
+                raise _elf_error(path, f"relocation in {sec.name!r} at {r_offset:#x} names symbol "
                                  f"#{sym_idx} of {len(symbols)}")
-            out.append(ElfReloc(r["r_offset"], symbols[sym_idx], r["r_info_type"]))
+            out.append(ElfReloc(r_offset, symbols[sym_idx], r_type))
     return ElfObject(path, elf.little_endian, sections, symbols, relocs)
 
 

@@ -31,6 +31,7 @@ __all__ = ["parse_object", "internal_map_name", "object_name"]
 
 OBJ_NAME_LEN = 16  # BPF_OBJ_NAME_LEN, including the NUL
 MAP_IN_MAP = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
+MAX_VALUE_SIZE = 1 << 30  # far above any kernel's limit; keeps corrupt sizes from allocating gigabytes
 
 
 def object_name(path: str) -> str:
@@ -283,6 +284,8 @@ class _Parser:
         flags = MapFlag.RDONLY_PROG if kind in ("rodata", "kconfig") else MapFlag(0)
         if mmapable:
             flags |= MapFlag.MMAPABLE
+        if size > MAX_VALUE_SIZE:
+            raise self.err(f"section {sec_name!r} of {size} bytes is too big for a map value", sec_name)
         init = bytearray(data) if kind in ("data", "rodata") else bytearray(size)
         return MapSpec(sec_name, MapType.ARRAY, 4, size, 1, int(flags), value_type_id=value_type_id, data=init,
                        kernel_name=internal_map_name(self.name, sec_name), section=sec_name, internal=True)
