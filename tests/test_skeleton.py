@@ -22,8 +22,12 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES, ROOT, requires_root
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from corepy.btf.codec import Codec
 from corepy.btf.spec import BTF
+from corepy.btf.types import Array, Enum, Enum64, EnumValue, Float, Int, IntEncoding, Member, Ptr, Struct, Union
 from corepy.cli import main as cli_main
 from corepy.errors import BTFError, CorepyError, ObjectError
 
@@ -451,6 +455,90 @@ def test_struct_globals_and_map_specs_before_load(records: Any) -> None:
         skel.maps.things.max_entries = 32
         assert skel.object.spec.maps["things"].max_entries == 32
         assert type(skel.maps).things.fget.__doc__ == "``things``: HASH, key Key (16 bytes), value Inner (8 bytes), 16 entries."
+
+
+# Hand-built BTF: scalars with fixed ids, then random structs/unions laid out over them.
+SCALARS = [
+    Int(1, "int", 4, IntEncoding.SIGNED, 0, 32), Int(2, "unsigned int", 4, IntEncoding.NONE, 0, 32),
+    Int(3, "char", 1, IntEncoding.SIGNED, 0, 8), Int(4, "unsigned char", 1, IntEncoding.NONE, 0, 8),
+    Int(5, "_Bool", 1, IntEncoding.BOOL, 0, 8), Int(6, "short", 2, IntEncoding.SIGNED, 0, 16),
+    Int(7, "unsigned long long", 8, IntEncoding.NONE, 0, 64), Int(8, "long long", 8, IntEncoding.SIGNED, 0, 64),
+    Float(9, "float", 4), Float(10, "double", 8), Int(11, "__int128", 16, IntEncoding.SIGNED, 0, 128),
+    Ptr(12, 1), Enum(13, "e32", 4, (EnumValue("A", -1), EnumValue("B", 7)), signed=True),
+    Enum64(14, "e64", 8, (EnumValue("BIG", 1 << 40),)), Int(15, "__ARRAY_SIZE_TYPE__", 4, IntEncoding.NONE, 0, 32),
+]
+BITFIELD_BASES = [1, 2, 4, 6, 7, 8, 13]
+
+
+@st.composite
+def btf_records(draw: st.DrawFn) -> tuple[list, list[int]]:
+    """Scalars, arrays and 1-4 structs/unions (each may nest the earlier ones); the composite ids."""
+    types: list = list(SCALARS)
+    composites: list[int] = []
+
+    def new_id() -> int:
+        return len(types) + 1
+
+    def member_type() -> int:
+        tid = draw(st.sampled_from([t.id for t in SCALARS if t.id != 15] + composites))
+        for _ in range(draw(st.integers(0, 2))):  # arrays, arrays of arrays
+            types.append(Array(new_id(), tid, 15, draw(st.integers(0, 3))))
+            tid = types[-1].id
+        return tid
+
+    def size_of(tid: int) -> int:
+        t = types[tid - 1]
+        return t.nelems * size_of(t.type_id) if isinstance(t, Array) else (8 if isinstance(t, Ptr) else t.size)
+
+    for n in range(draw(st.integers(1, 4))):
+        union = draw(st.booleans())
+        members, pos, end = [], 0, 0
+        for i in range(draw(st.integers(0 if n else 1, 6))):
+            name = "" if draw(st.integers(0, 5)) == 0 else f"m{i}"
+            if not union and draw(st.integers(0, 3)) == 0:
+                base = draw(st.sampled_from(BITFIELD_BASES))
+                bits = draw(st.integers(1, types[base - 1].size * 8))
+                members.append(Member(name, base, pos, bits))
+                pos += bits
+            else:
+                tid = member_type()
+                start = 0 if union else (pos + 7) // 8 * 8 + 8 * draw(st.integers(0, 2))
+                members.append(Member(name, tid, start))
+                pos = start + 8 * size_of(tid)
+            end = max(end, pos)
+        size = (end + 7) // 8 + draw(st.integers(0, 3))
+        kind_flag = any(m.bitfield_size for m in members)
+        cls = Union if union else Struct
+        name = f"s{new_id()}" if draw(st.integers(0, 4)) else ""
+        types.append(cls(new_id(), name, size, tuple(members), kind_flag))
+        composites.append(types[-1].id)
+    return types, composites
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(btf_records(), st.randoms(use_true_random=False))
+def test_generated_records_match_the_codec_on_random_layouts(case: tuple[list, list[int]], rnd: random.Random) -> None:
+    from corepy.btf.writer import write_btf
+    from corepy.skeleton.typegen import generate_records
+
+    types, composites = case
+    btf = BTF.from_bytes(write_btf(types))
+    text = generate_records(btf, composites, source="hypothesis")
+    assert generate_records(btf, composites, source="hypothesis") == text
+    sys.modules["records_under_test"] = module = type(sys)("records_under_test")
+    try:
+        exec(compile(text, "<records>", "exec"), module.__dict__)  # noqa: S102 - our generated code
+    finally:
+        del sys.modules["records_under_test"]
+    for name in module.__all__:
+        cls = getattr(module, name)
+        codec = codec_of(btf, cls)
+        assert cls.SIZE == codec.size
+        for _ in range(5):
+            raw = rnd.randbytes(cls.SIZE)
+            mine, theirs = cls.from_bytes(raw), codec.decode(raw)
+            assert same(dataclasses.asdict(mine), theirs._asdict()), (name, raw.hex(), text)
+            assert mine.to_bytes() == codec.encode(theirs), (name, raw.hex(), text)
 
 
 # --- the real kernel --------------------------------------------------------------------

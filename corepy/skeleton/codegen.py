@@ -23,9 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..btf.types import Enum, Enum64, Kind, Linkage, Struct, Typedef, Union
+from ..btf.types import Linkage
 from ..errors import BTFError, ObjectError
-from .records import FieldPlan, Planner, RecordPlan, class_name, identifier
+from .records import class_name, identifier
+from .typegen import TypeSet, _text, rule
 
 if TYPE_CHECKING:
     from ..object.spec import MapSpec, ObjectSpec, VariableSpec
@@ -37,11 +38,6 @@ _RESERVED = {"maps", "progs", "links", "object", "open", "load", "attach", "deta
 """Skeleton attribute names a data section may not take."""
 _NAMESPACE_ATTRS = {"_get", "_set", "_skel", "_names", "_SECTION"}
 """Attributes of the runtime's namespace classes."""
-
-
-def _text(s: str) -> str:
-    """``s`` safe inside a generated comment or docstring (escapes, no quotes or newlines)."""
-    return s.encode("unicode_escape").decode().replace('"', "'")
 
 
 def section_attr(section: str) -> str:
@@ -86,18 +82,18 @@ class _Writer:
         self.spec, self.source, self.prefix = spec, source, prefix
         self.btf = spec.btf
         self.c = CDumper(self.btf)
-        self.planner = Planner(self.btf)
+        self.types = TypeSet(self.btf, source.display)
+        self.planner = self.types.planner
         for suffix in ("Skeleton", "Maps", "Progs", "Links"):
             self.planner.reserve(prefix + suffix)
         self.sections = self._sections()
         for attr in self.sections:
             self.planner.reserve(prefix + class_name(attr))
-        self.roots: list[int] = []
-        self.enums: dict[int, str] = {}
-        """ENUM type id -> IntEnum class name, for enums named in ``types``."""
         self._plan_maps()
         self.var_hints = self._plan_globals()
-        self._plan_named(types)
+        for name in types:
+            if name.strip():
+                self.types.add(name.strip())
 
     # --- what goes in -------------------------------------------------------------
     def _sections(self) -> dict[str, tuple[str, list[tuple[str, VariableSpec]]]]:
@@ -133,22 +129,13 @@ class _Writer:
             out[name] = attr
         return out
 
-    def _root(self, type_id: int, hint_name: str) -> str | None:
-        """Plan the record ``type_id`` resolves to, if it is one; its class name."""
-        if not type_id or not self.planner.is_record(type_id):
-            return None
-        plan = self.planner.record(type_id, hint_name)
-        if plan.type_id not in self.roots:
-            self.roots.append(plan.type_id)
-        return plan.name
-
     def _plan_maps(self) -> None:
         for m in self.spec.maps.values():
             if m.internal:
                 continue
             for type_id, role in ((m.key_type_id, "key"), (m.value_type_id, "value")):
                 try:
-                    self._root(type_id, f"{m.name}_{role}")
+                    self.types.root(type_id, f"{m.name}_{role}")
                 except BTFError:
                     pass  # a layout Python cannot express (e.g. big-endian bitfields): bytes only
 
@@ -157,47 +144,21 @@ class _Writer:
         for _, variables in self.sections.values():
             for key, v in variables:
                 try:
-                    hints[key] = self._root(v.type_id, v.name) or self.planner.shape(v.type_id, v.name).hint
+                    hints[key] = self.types.root(v.type_id, v.name) or self.planner.shape(v.type_id, v.name).hint
                 except BTFError:
                     hints[key] = "object"  # no Python value form (the codec has none either): raw() only
         return hints
 
-    def _plan_named(self, names: Iterable[str]) -> None:
-        """Records (and IntEnum classes) for the types named with ``types=``."""
-        for raw in names:
-            name = raw.strip()
-            for prefix in ("struct ", "union ", "enum "):
-                if name.startswith(prefix):
-                    name = name[len(prefix):].strip()
-            if not name:
-                continue
-            candidates = self.btf.find(name)
-            enums = [t for t in candidates if isinstance(t, (Enum, Enum64))]
-            found = [t for t in candidates if isinstance(t, (Struct, Union))
-                     or (isinstance(t, Typedef) and self.planner.is_record(t.id))]
-            if found:
-                self._root(min(found, key=lambda t: (isinstance(t, Typedef), t.id)).id, name)
-            elif enums:
-                if enums[0].id not in self.enums:
-                    self.enums[enums[0].id] = self.planner.unique(class_name(name))
-            else:
-                others = sorted({t.kind.name for t in candidates})
-                what = f" (only {', '.join(others)})" if others else ""
-                raise BTFError(f"no struct, union or enum named {name!r} in the object's BTF{what}; declare a "
-                               f"variable of that type in the BPF program (e.g. `struct {name} *unused "
-                               f"__attribute__((unused));`) so clang emits it", source=self.source.display)
-
     # --- module text --------------------------------------------------------------
     def module(self) -> str:
-        parts = [self._header(), self._enums(), self._records(), self._namespaces(), self._skeleton()]
+        parts = [self._header(), self.types.text(), self._namespaces(), self._skeleton()]
         return "\n\n\n".join(p.rstrip("\n") for p in parts if p) + "\n"
 
     def _header(self) -> str:
         src = self.source
         where = ("the object is embedded below" if src.embed
                  else f"the object is read from {src.relpath!r}, relative to this file")
-        record_names = [self.planner.plans[i].name for i in self._ordered()]
-        exports = [f"{self.prefix}Skeleton", *self.enums.values(), *record_names]
+        exports = [f"{self.prefix}Skeleton", *self.types.names()]
         lines = [
             f"# Generated by `corepy skeleton` from {_text(src.display) or 'a BPF object'}: DO NOT EDIT.",
             f"# object sha256: {src.sha256}",
@@ -214,10 +175,7 @@ class _Writer:
             "from __future__ import annotations",
             "",
         ]
-        if self.enums:
-            lines.append("import enum as _enum")
-        if record_names:
-            lines += ["import struct as _struct", "from dataclasses import dataclass as _dataclass, field as _field"]
+        lines += self.types.imports()
         lines += ["from typing import TYPE_CHECKING, ClassVar", "", "from corepy.skeleton import runtime as _rt", "",
                   "if TYPE_CHECKING:",
                   "    from corepy.links import Link",
@@ -239,48 +197,6 @@ class _Writer:
             lines.append('"""The object, relative to this module\'s directory."""')
         return "\n".join(lines)
 
-    def _ordered(self) -> list[int]:
-        """Record type ids, dependencies first, otherwise in the order first needed."""
-        out: list[int] = []
-        seen: set[int] = set()
-
-        def visit(tid: int) -> None:
-            if tid in seen:
-                return
-            seen.add(tid)
-            for dep in self.planner.plans[tid].deps:
-                visit(dep)
-            out.append(tid)
-
-        for tid in [*self.roots, *self.planner.plans]:  # then records only global hints name
-            visit(tid)
-        return out
-
-    def _enums(self) -> str:
-        blocks = []
-        for type_id, name in self.enums.items():
-            t = self.btf[type_id]
-            lines = [f"class {name}(_enum.IntEnum):", f'    """``enum {t.name}``."""', ""]
-            used: set[str] = set()
-            for v in t.values:
-                member = identifier(v.name)
-                if member.startswith("_") and member.endswith("_") or member in used:
-                    member = f"{member}_{len(used)}"
-                used.add(member)
-                lines.append(f"    {member} = {v.value}")
-            blocks.append("\n".join(lines))
-        if not blocks:
-            return ""
-        return "\n\n\n".join(["# --- enums " + "-" * 77, *blocks])
-
-    def _records(self) -> str:
-        ids = self._ordered()
-        if not ids:
-            return ""
-        blocks = ["# --- record types " + "-" * 70]
-        blocks += [_RecordWriter(self.planner.plans[i]).text() for i in ids]
-        return "\n\n\n".join(blocks)
-
     def _decl(self, type_id: int, name: str) -> str:
         try:
             text = self.c.type_decl(type_id, name)
@@ -290,7 +206,7 @@ class _Writer:
 
     def _namespaces(self) -> str:
         p = self.prefix
-        out = ["# --- skeleton " + "-" * 74]
+        out = [rule("skeleton")]
         lines = [f"class {p}Maps(_rt.Maps):",
                  f'    """Maps of {_text(self.source.display)}: editable specs before load, live maps after."""',
                  "", "    __slots__ = ()"]
@@ -376,86 +292,3 @@ class _Writer:
         else:
             lines.append("        return _rt.ObjectSource.beside(__file__, OBJECT_PATH, __loader__)")
         return "\n".join(lines)
-
-
-class _RecordWriter:
-    """The text of one record dataclass."""
-
-    def __init__(self, plan: RecordPlan) -> None:
-        self.plan = plan
-        self.formats = plan.formats()
-
-    def text(self) -> str:
-        p = self.plan
-        kind = "union: members overlap; to_bytes writes the non-zero members in order" if p.union else ""
-        lines = ["@_dataclass(slots=True)", f"class {p.name}:",
-                 f'    """``{p.c_name}`` ({p.size} bytes{"; " + kind if kind else ""})."""', ""]
-        for f in p.fields:
-            s = f.shape
-            default = f"_field(default_factory=lambda: {s.default})" if s.factory and not s.default.endswith("()") \
-                else (f"_field(default_factory={s.default[:-2]})" if s.factory else s.default)
-            hint = "bool" if f.boolean else s.hint
-            lines.append(f"    {f.name}: {hint} = {default}")
-        lines += ["", f"    SIZE: ClassVar[int] = {p.size}"]
-        for i, (fmt, _) in enumerate(self.formats):
-            lines.append(f"    {self._st(i)}: ClassVar[_struct.Struct] = _struct.Struct({fmt!r})")
-        lines += ["", "    @classmethod",
-                  f"    def from_bytes(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> {p.name}:",
-                  f'        """Decode ``SIZE`` bytes at ``offset``."""',
-                  "        try:"]
-        values: dict[str, str] = {}
-        for i, (_, group) in enumerate(self.formats):
-            var = self._v(i)
-            lines.append(f"            {var} = cls.{self._st(i)}.unpack_from(data, offset)")
-            idx = 0
-            for f in group:
-                values[f.name] = f.shape.decode(var, str(idx))
-                idx += f.shape.count
-        if p.union and not self.formats:
-            lines.append("            pass")
-        lines += ["        except _struct.error:",
-                  f"            raise _rt.short_buffer({p.name!r}, cls.SIZE, data, offset) from None"]
-        for f in p.fields:
-            if f.bits:
-                get = f"_rt.get_bits(data, offset + {f.offset}, {f.bit_shift}, {f.bits}, {f.signed})"
-                values[f.name] = f"bool({get})" if f.boolean else get
-        args = ", ".join(values[f.name] for f in p.fields)
-        if len(args) > 80:
-            args = "\n            " + ",\n            ".join(values[f.name] for f in p.fields) + ",\n        "
-        lines.append(f"        return cls({args})")
-        lines += ["", "    def to_bytes(self) -> bytes:", f'        """The ``SIZE`` bytes of this value."""',
-                  "        try:"]
-        bitfields = [f for f in p.fields if f.bits]
-        if p.union:
-            lines.append("            buf = bytearray(self.SIZE)")
-            for i, (_, group) in enumerate(self.formats):
-                f = group[0]
-                lines.append(f"            if self.{f.name} != {f.shape.default}:")
-                lines.append(f"                self.{self._st(i)}.pack_into(buf, 0, {self._pack_args(group, ' ' * 16)})")
-        else:
-            packed = f"self.{self._st(0)}.pack({self._pack_args(self.formats[0][1], ' ' * 12)})"
-            lines.append(f"            buf = bytearray({packed})" if bitfields else f"            return {packed}")
-        for f in bitfields:
-            lines.append(f"            _rt.set_bits(buf, {f.offset}, {f.bit_shift}, {f.bits}, {f.signed}, "
-                         f"self.{f.name}, {f.name!r})")
-        if p.union or bitfields:
-            lines.append("            return bytes(buf)")
-        lines += ["        except (_struct.error, TypeError, ValueError) as e:",
-                  f"            raise _rt.encode_error({p.name!r}, e) from None"]
-        return "\n".join(lines)
-
-    @staticmethod
-    def _st(i: int) -> str:
-        return "_layout" if i == 0 else f"_layout{i}"
-
-    @staticmethod
-    def _v(i: int) -> str:
-        return "v" if i == 0 else f"v{i}"
-
-    @staticmethod
-    def _pack_args(group: list[FieldPlan], indent: str) -> str:
-        args = [f.shape.encode(f"self.{f.name}") for f in group]
-        text = ", ".join(args)
-        if len(text) <= 60:
-            return text
-        return "\n" + "".join(f"{indent}    {a},\n" for a in args) + indent
