@@ -11,7 +11,7 @@ from corepy.btf.types import Kind
 from corepy.object.core import relocate_core
 from corepy.object.externs import resolve_externs
 from corepy.object.link import FUNC_INFO, LINE_INFO, link
-from corepy.object.sections import SecFlag
+from corepy.object.sections import SecFlag, kernel_btf_target
 from corepy.object.spec import MapSpec, ObjectSpec
 from corepy.syscalls.uapi import MapType, ProgFlag
 from test_object_support import fixture_objects, link_object
@@ -83,8 +83,8 @@ def test_programs_pass_the_verifier(name):
             lp = link(obj, p, core=core, externs=externs)
             attach_btf_id = 0
             if p.section_flags & SecFlag.ATTACH_BTF:
-                target = ("btf_trace_" + p.attach_to) if p.section.startswith("tp_btf") else p.attach_to
-                found = kbtf.find(target, Kind.TYPEDEF if target.startswith("btf_trace_") else Kind.FUNC)
+                target, kind = kernel_btf_target(p.expected_attach_type, p.attach_to)
+                found = kbtf.find(target, Kind[kind])
                 assert found, f"{p.name}: {target} not in kernel BTF"
                 attach_btf_id = found[0].id
             flags = p.prog_flags | (ProgFlag.SLEEPABLE if p.sleepable else 0)

@@ -92,3 +92,16 @@ def test_table_agrees_with_libbpf():
                 continue
             compared += 1
     assert compared > 80
+
+
+def test_kernel_btf_target():
+    from corepy.object.sections import kernel_btf_target
+
+    def target(name):
+        s = parse_section(name)
+        return kernel_btf_target(s.expected_attach_type, s.attach_to)
+
+    assert target("tp_btf/sched_switch") == ("btf_trace_sched_switch", "TYPEDEF")
+    assert target("lsm.s/file_open") == ("bpf_lsm_file_open", "FUNC")
+    assert target("iter/task") == ("bpf_iter_task", "FUNC")
+    assert target("fentry/do_unlinkat") == ("do_unlinkat", "FUNC")

@@ -15,12 +15,13 @@ _LAZY = {
     "ExternSpec": "spec", "ExternKind": "spec", "KconfigType": "spec", "Function": "spec",
     "Reloc": "spec", "RelocKind": "spec",
     "parse_section": "sections", "Section": "sections", "SectionDef": "sections", "SecFlag": "sections",
+    "kernel_btf_target": "sections",
     "internal_map_name": "parse",
-    "link": "link", "LinkedProgram": "link", "MapRef": "link",
+    "link": "link", "LinkedProgram": "link", "MapRef": "link", "FUNC_INFO": "link", "LINE_INFO": "link",
     "relocate_core": "core", "CoreRecord": "core",
     "resolve_externs": "externs", "ResolvedExterns": "externs", "ExternValue": "externs",
-    "parse_kconfig": "kconfig", "read_kconfig": "kconfig",
-    "parse_kallsyms": "kallsyms", "read_kallsyms": "kallsyms",
+    "parse_kconfig": "kconfig", "read_kconfig": "kconfig", "kernel_version": "kconfig",
+    "parse_kallsyms": "kallsyms", "read_kallsyms": "kallsyms", "Kallsyms": "kallsyms",
 }
 
 __all__ = sorted(_LAZY)

@@ -84,6 +84,11 @@ class _Parser:
             if len(vsec.data) != 4:
                 raise self.err(f"invalid kver section size {len(vsec.data)}", "version")
             version = int.from_bytes(vsec.data, self.order)
+        for unsupported in (".struct_ops", ".struct_ops.link"):
+            if elf.section(unsupported) is not None:
+                raise self.err(f"struct_ops maps (section {unsupported!r}) are not supported", unsupported)
+        if any(s.name.startswith(".addr_space.") for s in elf.sections):
+            raise self.err("BPF arena (.addr_space.*) globals are not supported")
         if elf.section("maps") is not None and elf.section("maps").size:
             raise self.err("legacy map definitions in 'maps' section are not supported; "
                            "use BTF-defined maps in SEC(\".maps\")", "maps")

@@ -15,7 +15,8 @@ from ..errors import ObjectError
 from ..syscalls.uapi import AttachType as A
 from ..syscalls.uapi import ProgType as P
 
-__all__ = ["SecFlag", "SectionDef", "Section", "SECTION_DEFS", "find_section_def", "parse_section"]
+__all__ = ["SecFlag", "SectionDef", "Section", "SECTION_DEFS", "find_section_def", "parse_section",
+           "kernel_btf_target"]
 
 
 class SecFlag(enum.IntFlag):
@@ -218,3 +219,16 @@ def parse_section(name: str) -> Section:
     else:
         attach_to = None
     return Section(bare, d, autoload, attach_to or None)
+
+
+def kernel_btf_target(expected_attach_type: A | None, attach_to: str) -> tuple[str, str]:
+    """libbpf's ``btf_get_kernel_prefix_kind``: the kernel BTF (name, kind) a SEC_ATTACH_BTF
+    program attaches to: ``btf_trace_<tp>`` TYPEDEF for tp_btf, ``bpf_lsm_<hook>`` FUNC for lsm,
+    ``bpf_iter_<name>`` FUNC for iter, else the FUNC itself. Kind is 'TYPEDEF' or 'FUNC'."""
+    if expected_attach_type == A.TRACE_RAW_TP:
+        return "btf_trace_" + attach_to, "TYPEDEF"
+    if expected_attach_type in (A.LSM_MAC, A.LSM_CGROUP):
+        return "bpf_lsm_" + attach_to, "FUNC"
+    if expected_attach_type == A.TRACE_ITER:
+        return "bpf_iter_" + attach_to, "FUNC"
+    return attach_to, "FUNC"
