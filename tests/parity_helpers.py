@@ -4,6 +4,7 @@ replaced by the map's name, its bpf_prog_info essentials, and the maps by name."
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import struct
 import subprocess
@@ -43,6 +44,12 @@ class ProgFacts:
     nr_func_info: int
     nr_line_info: int
     gpl_compatible: int
+    attach_btf_id: int
+    tag: str
+    """bpf_prog_info.tag: a hash of the instructions as loaded (before the verifier), map fds zeroed"""
+    subprog_tags: str
+    func_info: bytes = field(repr=False)
+    line_info: bytes = field(repr=False)
     btf: bytes | None = field(repr=False)
     """the raw BTF the program was loaded with (the object's, as the loader prepared it)"""
     insns: list[tuple] = field(repr=False)
@@ -125,10 +132,15 @@ def run_libbpf(oracle: Path, obj: Path, programs: list[str], pin_root: str,
             names[int(map_id)] = mf.name
             facts.maps[mf.name] = mf
         elif kind == "PROG":
-            name, ptype, _id, nfunc, nline, gpl, btf_id = rest.split(" ")
-            prog = ProgFacts(name, int(ptype), int(nfunc), int(nline), int(gpl), None, [])
+            name, ptype, _id, nfunc, nline, gpl, btf_id, attach_btf_id = rest.split(" ")
+            prog = ProgFacts(name, int(ptype), int(nfunc), int(nline), int(gpl), int(attach_btf_id),
+                             "", "", b"", b"", None, [])
             btf_ids[name] = btf_id
             raw = bytearray()
+        elif kind in _HEX_FIELDS:
+            assert prog is not None
+            value = bytes.fromhex(rest.strip())
+            setattr(prog, _HEX_FIELDS[kind], value.hex() if kind.endswith("TAGS") or kind == "TAG" else value)
         elif kind == "BTF":
             btf_id, _, blob = rest.partition(" ")
             btfs[btf_id] = bytes.fromhex(blob)
@@ -147,6 +159,9 @@ def run_libbpf(oracle: Path, obj: Path, programs: list[str], pin_root: str,
     return facts
 
 
+_HEX_FIELDS = {"TAG": "tag", "SUBTAGS": "subprog_tags", "FUNCINFO": "func_info", "LINEINFO": "line_info"}
+
+
 def _libbpf_reason(lines: list[str]) -> str:
     """libbpf's own words for a failed load: its messages, the verifier log folded into one line."""
     msgs = [ln.removeprefix("LIBBPF ").removeprefix("libbpf: ") for ln in lines if ln.startswith("LIBBPF ")]
@@ -155,7 +170,7 @@ def _libbpf_reason(lines: list[str]) -> str:
 
 def corepy_facts(obj) -> LoadFacts:
     """The same facts for a loaded :class:`corepy.Object`, read from the kernel by fd."""
-    from corepy.syscalls.objects import btf_info, get_fd_by_id, map_info, prog_info
+    from corepy.syscalls.objects import btf_info, get_fd_by_id, map_info
 
     facts = LoadFacts()
     names: dict[int, str] = {}
@@ -169,19 +184,48 @@ def corepy_facts(obj) -> LoadFacts:
     for m in obj.maps.values():
         add_map(map_info(m.fileno()))
     for name, p in obj.programs.items():
-        d = prog_info(p.fileno())
-        for map_id in d.map_ids:
+        info, xlated, map_ids, func_info, line_info, tags = prog_details(p.fileno())
+        for map_id in map_ids:
             if map_id not in names:
                 with get_fd_by_id("map", map_id) as fd:
                     add_map(map_info(fd))
         btf = None
-        if d.info.btf_id:
-            with get_fd_by_id("btf", d.info.btf_id) as fd:
+        if info.btf_id:
+            with get_fd_by_id("btf", info.btf_id) as fd:
                 btf = btf_info(fd).blob
         facts.programs[name] = ProgFacts(
-            name, d.info.type, d.info.nr_func_info, d.info.nr_line_info, d.info.gpl_compatible,
-            btf, normalise(d.xlated, names), [names[i] for i in d.map_ids])
+            name, info.type, info.nr_func_info, info.nr_line_info, info.gpl_compatible, info.attach_btf_id,
+            bytes(info.tag).hex(), tags.hex(), func_info, line_info, btf, normalise(xlated, names),
+            [names[i] for i in map_ids])
     return facts
+
+
+def prog_details(fd: int) -> tuple:
+    """(bpf_prog_info, xlated, map ids, func info, line info, subprogram tags) of a program fd:
+    the two-call pattern, sizes first, then every buffer at once."""
+    from corepy.syscalls.attr import ProgInfo
+    from corepy.syscalls.objects import obj_get_info
+
+    want = obj_get_info(fd, ProgInfo())
+    bufs = {
+        "xlated": ctypes.create_string_buffer(want.xlated_prog_len),
+        "map_ids": (ctypes.c_uint32 * want.nr_map_ids)(),
+        "func_info": ctypes.create_string_buffer(want.nr_func_info * want.func_info_rec_size),
+        "line_info": ctypes.create_string_buffer(want.nr_line_info * want.line_info_rec_size),
+        "tags": ctypes.create_string_buffer(want.nr_prog_tags * 8),
+    }
+    info = obj_get_info(fd, ProgInfo(
+        xlated_prog_len=want.xlated_prog_len, xlated_prog_insns=ctypes.addressof(bufs["xlated"]),
+        nr_map_ids=want.nr_map_ids, map_ids=ctypes.addressof(bufs["map_ids"]),
+        nr_func_info=want.nr_func_info, func_info_rec_size=want.func_info_rec_size,
+        func_info=ctypes.addressof(bufs["func_info"]),
+        nr_line_info=want.nr_line_info, line_info_rec_size=want.line_info_rec_size,
+        line_info=ctypes.addressof(bufs["line_info"]),
+        nr_prog_tags=want.nr_prog_tags, prog_tags=ctypes.addressof(bufs["tags"])))
+    counts = ("xlated_prog_len", "nr_map_ids", "nr_func_info", "nr_line_info", "nr_prog_tags")
+    assert all(getattr(info, c) == getattr(want, c) for c in counts), "program info changed between calls"
+    return (info, bufs["xlated"].raw, list(bufs["map_ids"]), bufs["func_info"].raw, bufs["line_info"].raw,
+            bufs["tags"].raw)
 
 
 def first_difference(want: list[tuple], got: list[tuple]) -> str:

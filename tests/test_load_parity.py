@@ -170,9 +170,21 @@ def _both(parity, name: str) -> Parity:
 @pytest.mark.parametrize(("name", "prog"), CASES, ids=[f"{n}:{p}" for n, p in CASES])
 def test_program_equals_libbpf(parity, name, prog):
     want, got = _program_pair(parity, name, prog)
-    info = ("name", "type", "nr_func_info", "nr_line_info", "gpl_compatible")
+    info = ("name", "type", "nr_func_info", "nr_line_info", "gpl_compatible", "attach_btf_id")
     assert {k: getattr(got, k) for k in info} == {k: getattr(want, k) for k in info}
     assert got.insns == want.insns, first_difference(want.insns, got.insns)
+    # the same instructions went in (tags hash them as loaded, map fds zeroed), per subprogram too
+    assert (got.tag, got.subprog_tags) == (want.tag, want.subprog_tags)
+
+
+@pytest.mark.parametrize(("name", "prog"), CASES, ids=[f"{n}:{p}" for n, p in CASES])
+def test_program_func_and_line_info_equal_libbpf(parity, name, prog):
+    """The kernel's func_info and line_info records (instruction offsets, BTF type ids,
+    file/line string offsets, line and column) are the same."""
+    want, got = _program_pair(parity, name, prog)
+    assert want.func_info and want.line_info, "libbpf loaded the program without func/line info"
+    assert got.func_info == want.func_info
+    assert got.line_info == want.line_info
 
 
 @pytest.mark.parametrize(("name", "prog"), CASES, ids=[f"{n}:{p}" for n, p in CASES])

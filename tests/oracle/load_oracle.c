@@ -13,7 +13,9 @@
  *   MAP <id> <type> <key> <value> <max> <flags> <extra> <btf_key_id> <btf_value_id> <name>
  *                                                    each map of the object, then any other map
  *                                                    a program uses, from bpf_map_info
- *   PROG <name> <type> <id> <func_info> <line_info> <gpl> <btf_id>   from bpf_prog_info
+ *   PROG <name> <type> <id> <nr_func_info> <nr_line_info> <gpl> <btf_id> <attach_btf_id>
+ *   TAG <hex>, SUBTAGS <hex>                         the program's tag, each subprogram's tag
+ *   FUNCINFO <hex>, LINEINFO <hex>                   the kernel's func/line info records
  *   BTF <id> <hex>                                   the raw BTF of each btf_id above, once
  *   INSN <16 hex digits>                             each xlated instruction, the 8 bytes as stored
  *   MAPIDS <id>...                                   the program's used maps, in the kernel's order
@@ -113,48 +115,71 @@ static void print_btf(__u32 id)
 	close(fd);
 }
 
+static void print_hex(const char *label, const void *data, size_t size)
+{
+	const unsigned char *b = data;
+	size_t i;
+
+	printf("%s ", label);
+	for (i = 0; i < size; i++)
+		printf("%02x", b[i]);
+	printf("\n");
+}
+
 static int print_prog(struct bpf_program *prog)
 {
-	struct bpf_prog_info info;
-	__u32 len = sizeof(info), n_insns, n_maps, i;
-	__u64 *insns;
+	struct bpf_prog_info info, want;
+	__u32 len = sizeof(info), i;
+	void *insns, *func_info, *line_info, *tags;
 	__u32 *map_ids;
-	int fd = bpf_program__fd(prog);
+	int fd = bpf_program__fd(prog), err = 0;
 
-	memset(&info, 0, sizeof(info));
-	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+	memset(&want, 0, sizeof(want));
+	if (bpf_obj_get_info_by_fd(fd, &want, &len))
 		return -errno;
-	n_insns = info.xlated_prog_len;
-	n_maps = info.nr_map_ids;
-	insns = calloc(n_insns / 8 + 1, 8);
-	map_ids = calloc(n_maps + 1, sizeof(*map_ids));
-	if (!insns || !map_ids)
-		return -ENOMEM;
+	insns = calloc(want.xlated_prog_len + 1, 1);
+	map_ids = calloc(want.nr_map_ids + 1, sizeof(*map_ids));
+	func_info = calloc(want.nr_func_info + 1, want.func_info_rec_size);
+	line_info = calloc(want.nr_line_info + 1, want.line_info_rec_size);
+	tags = calloc(want.nr_prog_tags + 1, BPF_TAG_SIZE);
 	memset(&info, 0, sizeof(info));
-	info.xlated_prog_len = n_insns;
+	info.xlated_prog_len = want.xlated_prog_len;
 	info.xlated_prog_insns = (__u64)(unsigned long)insns;
-	info.nr_map_ids = n_maps;
+	info.nr_map_ids = want.nr_map_ids;
 	info.map_ids = (__u64)(unsigned long)map_ids;
+	info.nr_func_info = want.nr_func_info;
+	info.func_info_rec_size = want.func_info_rec_size;
+	info.func_info = (__u64)(unsigned long)func_info;
+	info.nr_line_info = want.nr_line_info;
+	info.line_info_rec_size = want.line_info_rec_size;
+	info.line_info = (__u64)(unsigned long)line_info;
+	info.nr_prog_tags = want.nr_prog_tags;
+	info.prog_tags = (__u64)(unsigned long)tags;
 	len = sizeof(info);
-	if (bpf_obj_get_info_by_fd(fd, &info, &len))
-		return -errno;
-	if (info.xlated_prog_len < n_insns)
-		n_insns = info.xlated_prog_len;
-	if (info.nr_map_ids < n_maps)
-		n_maps = info.nr_map_ids;
-	printf("PROG %s %u %u %u %u %u %u\n", bpf_program__name(prog), info.type, info.id,
-	       info.nr_func_info, info.nr_line_info, info.gpl_compatible, info.btf_id);
-	for (i = 0; i < n_insns / 8; i++) {
-		unsigned char *b = (unsigned char *)&insns[i];
-
-		printf("INSN %02x%02x%02x%02x%02x%02x%02x%02x\n", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
-	}
+	if (!insns || !map_ids || !func_info || !line_info || !tags)
+		err = -ENOMEM;
+	else if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		err = -errno;
+	else if (info.xlated_prog_len != want.xlated_prog_len || info.nr_map_ids != want.nr_map_ids ||
+		 info.nr_func_info != want.nr_func_info || info.nr_line_info != want.nr_line_info ||
+		 info.nr_prog_tags != want.nr_prog_tags)
+		err = -EAGAIN; /* changed between the two calls: cannot happen to a loaded program */
+	if (err)
+		goto out;
+	printf("PROG %s %u %u %u %u %u %u %u\n", bpf_program__name(prog), info.type, info.id,
+	       info.nr_func_info, info.nr_line_info, info.gpl_compatible, info.btf_id, info.attach_btf_id);
+	print_hex("TAG", info.tag, BPF_TAG_SIZE);
+	print_hex("SUBTAGS", tags, (size_t)info.nr_prog_tags * BPF_TAG_SIZE);
+	print_hex("FUNCINFO", func_info, (size_t)info.nr_func_info * info.func_info_rec_size);
+	print_hex("LINEINFO", line_info, (size_t)info.nr_line_info * info.line_info_rec_size);
+	for (i = 0; i < info.xlated_prog_len / 8; i++)
+		print_hex("INSN", (char *)insns + 8 * i, 8);
 	print_btf(info.btf_id);
 	printf("MAPIDS");
-	for (i = 0; i < n_maps; i++)
+	for (i = 0; i < info.nr_map_ids; i++)
 		printf(" %u", map_ids[i]);
 	printf("\n");
-	for (i = 0; i < n_maps; i++) {
+	for (i = 0; i < info.nr_map_ids; i++) {
 		int map_fd = bpf_map_get_fd_by_id(map_ids[i]);
 
 		if (map_fd < 0) {
@@ -164,9 +189,13 @@ static int print_prog(struct bpf_program *prog)
 		print_map(map_fd);
 		close(map_fd);
 	}
+out:
 	free(insns);
 	free(map_ids);
-	return 0;
+	free(func_info);
+	free(line_info);
+	free(tags);
+	return err;
 }
 
 int main(int argc, char **argv)
