@@ -158,7 +158,8 @@ class _RecordWriter:
 
     def text(self) -> str:
         p = self.plan
-        kind = "union: members overlap; to_bytes writes the non-zero members in order" if p.union else ""
+        kind = ("union; to_bytes writes the members not equal to zero in order, each whole" if p.union
+                else "")
         lines = ["@_dataclass(slots=True)", f"class {p.name}:",
                  f'    """``{p.c_name}`` ({p.size} bytes{"; " + kind if kind else ""})."""', ""]
         for f in p.fields:
