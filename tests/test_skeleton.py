@@ -244,11 +244,12 @@ def test_odd_file_names_stay_inside_comments_and_strings(tmp_path: Path) -> None
 def test_globals_are_grouped_by_section_like_libbpf(tmp_path: Path) -> None:
     module = load_module(generate(tmp_path, FIXTURES / "globals.bpf.o"))
     skel_cls = module.GlobalsSkeleton
-    assert set(skel_cls._NAMESPACES) == {"maps", "progs", "links", "data", "bss", "rodata", "data_foo", "rodata_bar"}
+    assert set(skel_cls._NAMESPACES) == {"maps", "progs", "links", "data", "bss", "rodata", "data_foo", "rodata_bar",
+                                         "kconfig"}  # the names bpftool gen skeleton gives them too
     with skel_cls.open() as skel:
         spec = skel.object.spec
         for attr, ns in skel_cls._NAMESPACES.items():
-            if attr in ("maps", "progs", "links"):
+            if attr in ("maps", "progs", "links", "kconfig"):
                 continue
             for var in getattr(skel, attr):
                 assert spec.variables[var].map == ns._SECTION
@@ -637,6 +638,34 @@ def test_bootstrap_embedded_tracks_exec_start(tmp_path: Path, no_fd_leak: None) 
             child.wait()
         assert child.pid not in skel.maps.exec_start  # handle_exit deleted it
     assert_released(ids)
+
+
+@requires_root
+def test_kconfig_externs_after_load(tmp_path: Path, no_fd_leak: None) -> None:
+    import gzip
+
+    if not Path("/proc/config.gz").exists():
+        pytest.skip("/proc/config.gz is absent (CONFIG_IKCONFIG_PROC off): no independent view of the config")
+    config = dict(line.split("=", 1) for line in gzip.decompress(Path("/proc/config.gz").read_bytes()).decode()
+                  .splitlines() if line.startswith("CONFIG_"))
+    module = load_module(generate(tmp_path, FIXTURES / "globals.bpf.o"))
+    assert module.GlobalsKconfig.CONFIG_HZ.fget.__annotations__["return"] == "int"
+    with module.GlobalsSkeleton.open() as skel:
+        with pytest.raises(CorepyError, match="'CONFIG_HZ' is resolved at load"):
+            skel.kconfig.CONFIG_HZ
+        skel.load()
+        k = skel.kconfig
+        assert k.CONFIG_HZ == int(config["CONFIG_HZ"])
+        assert k.CONFIG_BPF_JIT is (config.get("CONFIG_BPF_JIT") == "y")
+        assert k.CONFIG_BPF_SYSCALL == {"y": 1, "m": 2}.get(config.get("CONFIG_BPF_SYSCALL", "n"), 0)
+        assert k.CONFIG_MODULES == {"y": 1, "m": 2}.get(config.get("CONFIG_MODULES", "n"), 0)
+        assert k.CONFIG_CORE_PY_UNKNOWN is False  # weak and unknown
+        assert k.CONFIG_LOCALVERSION == config.get("CONFIG_LOCALVERSION", '""').strip('"')
+        major, minor, patch = (int(x) for x in os.uname().release.split("-")[0].split(".")[:3])
+        assert k.LINUX_KERNEL_VERSION == major << 16 | minor << 8 | min(patch, 255)
+    with module.GlobalsSkeleton.open(kconfig={"CONFIG_HZ": 100}) as skel:  # options reach the Object
+        skel.load()
+        assert skel.kconfig.CONFIG_HZ == 100
 
 
 def bootstrap_with_event(tmp_path: Path) -> Path:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..btf.types import Linkage
+from ..object.spec import ExternKind
 from ..errors import BTFError, ObjectError
 from .records import class_name, identifier
 from .typegen import TypeSet, _text, rule
@@ -89,6 +90,11 @@ class _Writer:
         self.sections = self._sections()
         for attr in self.sections:
             self.planner.reserve(prefix + class_name(attr))
+        self.kconfig = sorted((e for e in spec.externs.values() if e.kind is ExternKind.KCONFIG),
+                              key=lambda e: (e.offset, e.name))
+        if self.kconfig:
+            self.planner.reserve(prefix + "Kconfig")
+            self._attrs([e.name for e in self.kconfig], "kconfig extern")
         self._plan_maps()
         self.var_hints = self._plan_globals()
         for name in types:
@@ -243,6 +249,20 @@ class _Writer:
                           "", f"    @{attr}.setter", f"    def {attr}(self, value: {hint}) -> None:",
                           f"        self._set({key!r}, value)"]
             out.append("\n".join(lines))
+        if self.kconfig:
+            lines = [f"class {p}Kconfig(_rt.Kconfig):",
+                     '    """``__kconfig`` externs as resolved at load (read-only; CorepyError before load)."""',
+                     "", "    __slots__ = ()"]
+            for e in self.kconfig:
+                try:
+                    hint = self.planner.shape(e.type_id, e.name).hint if e.type_id else "object"
+                except BTFError:
+                    hint = "object"
+                weak = ", weak" if e.weak else ""
+                lines += ["", "    @property", f"    def {identifier(e.name)}(self) -> {hint}:",
+                          f'        """``{self._decl(e.type_id, e.name)}`` ({e.kconfig_type.value}{weak})."""',
+                          f"        return self._get({e.name!r})"]
+            out.append("\n".join(lines))
         return "\n\n\n".join(out)
 
     def _map_doc(self, m: MapSpec) -> str:
@@ -273,9 +293,11 @@ class _Writer:
                  f"    OBJECT_NAME: ClassVar[str] = {self.spec.name!r}",
                  "    OBJECT_SHA256: ClassVar[str] = OBJECT_SHA256",
                  f"    maps: {p}Maps", f"    progs: {p}Progs", f"    links: {p}Links"]
-        lines += [f"    {attr}: {p}{class_name(attr)}" for attr in self.sections]
         ns = [("maps", f"{p}Maps"), ("progs", f"{p}Progs"), ("links", f"{p}Links")]
         ns += [(attr, p + class_name(attr)) for attr in self.sections]
+        if self.kconfig:
+            ns.append(("kconfig", f"{p}Kconfig"))
+        lines += [f"    {attr}: {cls}" for attr, cls in ns[3:]]
         lines.append("    _NAMESPACES: ClassVar[dict[str, type]] = {")
         lines += [f"        {attr!r}: {cls}," for attr, cls in ns]
         lines.append("    }")

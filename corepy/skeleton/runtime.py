@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..collection import Object
     from ..object.spec import ObjectSpec
 
-__all__ = ["Skeleton", "ObjectSource", "Maps", "Progs", "Links", "Globals"]
+__all__ = ["Skeleton", "ObjectSource", "Maps", "Progs", "Links", "Globals", "Kconfig"]
 
 _S = TypeVar("_S", bound="Skeleton")
 
@@ -234,6 +234,23 @@ class Globals(_Namespace):
         if record is not None and isinstance(value, record):
             value = value.to_bytes()
         skel.object.globals[name] = value
+
+
+class Kconfig(_Namespace):
+    """``__kconfig`` externs: the values the loader resolved (libbpf's ``skel->kconfig``)."""
+
+    __slots__ = ()
+
+    def _get(self, name: str) -> Any:
+        from ..btf.codec import Codec
+
+        obj = self._skel.object
+        if not obj.loaded or obj.externs is None or obj.externs.kconfig_data is None:
+            raise CorepyError(f"kconfig extern {name!r} is resolved at load(): read it after")
+        ext = obj.spec.externs[name]
+        if not ext.type_id:
+            raise CorepyError(f"kconfig extern {name!r} has no type to decode")
+        return Codec(obj.spec.btf, ext.type_id).decode(obj.externs.kconfig_data, ext.offset)
 
 
 # --- conversions used by generated record classes ---------------------------------
