@@ -44,6 +44,9 @@ def _map_facts(map: Any) -> tuple[int, str, int, int, Any]:
     """(fd, name, type, max_entries, btf) of a :class:`~corepy.maps.Map`, an ``FD`` or an int fd."""
     if hasattr(map, "max_entries") and hasattr(map, "fileno"):
         return map.fileno(), map.name, int(map.type), map.max_entries, getattr(map, "btf", None)
+    if not isinstance(map, int) and not hasattr(map, "fileno"):
+        what = f"map {map.name!r}" if hasattr(map, "name") else repr(map)
+        raise CorepyError(f"{what} is not a live map ({type(map).__name__}): load the object first")
     from .maps import MapInfo
 
     fd = map if isinstance(map, int) else map.fileno()

@@ -274,8 +274,12 @@ def test_missing_type_and_wrong_map_are_named():
             RingBuffer(p.ring, print, record_type="event")
         with pytest.raises(CorepyError, match="not a ring buffer"):
             RingBuffer(p.stats, print)
-    with Map.create(MapType.ARRAY, 4, 4, 1) as arr, pytest.raises(CorepyError, match="rb_stats|not a ring"):
+    with Map.create(MapType.ARRAY, 4, 4, 1) as arr, pytest.raises(CorepyError, match="not a ring"):
         RingBuffer(arr.fileno(), print)
+    import corepy
+
+    with corepy.open(fixture_obj("bootstrap")) as obj, pytest.raises(CorepyError, match="'rb' is not a live map"):
+        RingBuffer(obj.maps["rb"], print)  # a MapSpec: not loaded yet
 
 
 def test_several_rings_one_poller():
