@@ -17,11 +17,14 @@ pid, payload) with bpf_loop. Two measurements:
 2. Live producer. ``ringbuf_getpid`` (1 record per getpid(), filtered to the producer's pid)
    with a C loop calling getpid() LIVE_RECORDS times pinned to another CPU, while corepy's
    batch consumer polls a 16 MiB ring; lost = reserve failures on the BPF side + sequence
-   numbers missing or duplicated at the consumer.
+   numbers missing or duplicated at the consumer. Run paced at LIVE_RATE, then flat out
+   (flat out, the producer speeds up once the ring stops needing wake-ups, i.e. once the
+   consumer has fallen behind: a self-IPI per wake-up is a VM exit here).
 
-Needs root, gcc and libbpf-dev. Last line:
-``callback_mrps=.. batch_mrps=.. libbpf_mrps=.. perf_callback_mrps=.. perf_batch_mrps=..
-libbpf_perf_mrps=.. live_producer_mrps=.. lost=..`` (mrps: million records per second).
+Needs root, gcc and libbpf-dev. Last line (mrps: million records per second; ratios libbpf/corepy):
+``callback_mrps=.. batch_mrps=.. libbpf_mrps=.. callback_ratio=.. batch_ratio=.. perf_callback_mrps=..
+perf_batch_mrps=.. libbpf_perf_mrps=.. live_producer_mrps=.. lost=.. flat_out_producer_mrps=..
+flat_out_lost=..``.
 """
 
 from __future__ import annotations
