@@ -11,6 +11,7 @@ import math
 import os
 import py_compile
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -214,6 +215,36 @@ def test_every_fixture_generates_a_deterministic_compilable_module(name: str, tm
             for prog in skel.progs:
                 assert getattr(skel.progs, prog) is skel.object.programs[prog]
                 assert getattr(skel.links, prog) is None
+
+
+BPFTOOL = shutil.which("bpftool") or ("/usr/sbin/bpftool" if Path("/usr/sbin/bpftool").exists() else None)
+
+
+def bpftool_skeleton(obj: Path, name: str) -> dict[str, list[str]]:
+    """What ``bpftool gen skeleton`` names: maps, progs, links, and the members of each data
+    section struct (``rodata``, ``bss``, ``data_foo``, ``kconfig``...), in its order."""
+    r = subprocess.run([BPFTOOL, "gen", "skeleton", str(obj), "name", name], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"bpftool gen skeleton refused {obj.name}: {r.stderr.strip()[:200]}")
+    out: dict[str, list[str]] = {}
+    for body, attr in re.findall(r"\n\tstruct (?:\w+ )?\{\n(.*?)\n\t\} (\w+);", r.stdout, re.S):
+        out[attr] = re.findall(r"\*(\w+);", body)
+    for section, body, attr in re.findall(rf"\n\tstruct {name}__(\w+) \{{\n(.*?)\t\}} \*(\w+);", r.stdout, re.S):
+        assert section == attr
+        out[attr] = [m for m in re.findall(r"(\w+)(?:\[\d+\])*;", body) if not re.fullmatch(r"__pad\d+", m)]
+    return out
+
+
+@pytest.mark.skipif(BPFTOOL is None, reason="bpftool (the oracle) is not installed")
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_attributes_are_the_ones_bpftool_gen_skeleton_names(name: str, tmp_path: Path) -> None:
+    obj = FIXTURES / name
+    stem = name.split(".")[0]
+    theirs = bpftool_skeleton(obj, stem)
+    module = load_module(generate(tmp_path, obj))
+    skel_cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Skeleton"))
+    mine = {attr: list(ns(None)) for attr, ns in skel_cls._NAMESPACES.items()}
+    assert mine == theirs
 
 
 def test_stdout_matches_file_and_path_is_relative_to_the_module(tmp_path: Path) -> None:

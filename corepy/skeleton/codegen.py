@@ -103,15 +103,14 @@ class _Writer:
 
     # --- what goes in -------------------------------------------------------------
     def _sections(self) -> dict[str, tuple[str, list[tuple[str, VariableSpec]]]]:
-        """attr -> (section name, [(key in ``spec.variables``, variable)]), for sections with globals."""
+        """attr -> (section name, [(key in ``spec.variables``, variable)]) per data section, as in
+        libbpf skeletons also those without globals (static data only)."""
         out: dict[str, tuple[str, list[tuple[str, VariableSpec]]]] = {}
         for m in self.spec.maps.values():
             if not m.internal or m.name == ".kconfig":
                 continue
             variables = [(key, v) for key, v in self.spec.variables.items()
                          if v.map == m.name and v.linkage == Linkage.GLOBAL]
-            if not variables:
-                continue
             attr = section_attr(m.name)
             if attr in _RESERVED or attr in out:
                 raise ObjectError(f"data section {m.name!r} cannot be the skeleton attribute {attr!r}",
@@ -222,7 +221,7 @@ class _Writer:
             lines += ["", "    @property", f"    def {attr}(self) -> Map | MapSpec:",
                       f'        """{self._map_doc(m)}"""', f"        return self._get({m.name!r})"]
         out.append("\n".join(lines))
-        progs = sorted(self.spec.programs.values(), key=lambda pr: pr.name)
+        progs = list(self.spec.programs.values())  # ELF order, as libbpf lists them
         prog_attrs = self._attrs([prog.name for prog in progs], "program")
         for cls, base, doc, hint in (
             (f"{p}Progs", "Progs", "Programs: editable specs before load, loaded programs after.",

@@ -180,7 +180,8 @@ class _Namespace:
         self._skel = skel
 
     def _names(self) -> list[str]:
-        return [n for n in dir(type(self)) if isinstance(getattr(type(self), n, None), property)]
+        """The attribute names, in declaration order."""
+        return [n for n, v in vars(type(self)).items() if isinstance(v, property)]
 
     def __iter__(self):
         return iter(self._names())
