@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import importlib.resources
 import signal
-import struct
 import sys
 import time
 from collections.abc import Sequence
@@ -31,10 +30,8 @@ import corepy
 from corepy.errors import CorepyError
 from corepy.ringbuf import RingBuffer
 
-EVENT = struct.Struct("<iiI4xQ16s127s?")
-"""``struct event`` of bootstrap.h: pid, ppid, exit_code, duration_ns, comm[16], filename[127],
-exit_event (168 bytes). Written out here because the object's BTF does not describe it
-(the BPF code only uses it through a ring buffer reservation)."""
+RECORD_TYPE = "event"
+"""Records are ``struct event`` of bootstrap.h, decoded through the object's BTF."""
 
 HEADER = f"{'TIME':<8} {'EVENT':<5} {'COMM':<16} {'PID':<7} {'PPID':<7} FILENAME/EXIT CODE"
 
@@ -43,21 +40,22 @@ class _Stop(Exception):
     """Raised by the SIGINT/SIGTERM handler to leave the event loop."""
 
 
-def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode(errors="replace")
+def _text(value: str | bytes) -> str:
+    if isinstance(value, bytes):  # a char array that is not clean text
+        return value.split(b"\0", 1)[0].decode(errors="replace")
+    return value
 
 
-def format_event(record: tuple[Any, ...]) -> str:
-    """One output line for a decoded :data:`EVENT` tuple."""
-    pid, ppid, exit_code, duration_ns, comm, filename, exit_event = record
+def format_event(e: Any) -> str:
+    """One output line for a decoded ``struct event``."""
     stamp = time.strftime("%H:%M:%S")
-    head = f"{stamp:<8} {'EXIT' if exit_event else 'EXEC':<5} {_text(comm):<16} {pid:<7} {ppid:<7} "
-    if exit_event:
-        tail = f"[{exit_code}]"
-        if duration_ns:
-            tail += f" ({duration_ns // 1_000_000}ms)"
+    head = f"{stamp:<8} {'EXIT' if e.exit_event else 'EXEC':<5} {_text(e.comm):<16} {e.pid:<7} {e.ppid:<7} "
+    if e.exit_event:
+        tail = f"[{e.exit_code}]"
+        if e.duration_ns:
+            tail += f" ({e.duration_ns // 1_000_000}ms)"
         return head + tail
-    return head + _text(filename)
+    return head + _text(e.filename)
 
 
 def _ignore_signals() -> None:
@@ -80,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Load, attach and print events until ``--count``/``--timeout`` or a signal."""
     printed = 0
 
-    def on_event(record: tuple[Any, ...]) -> None:
+    def on_event(record: Any) -> None:
         nonlocal printed
         if args.count and printed >= args.count:
             return
@@ -101,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             obj.globals.min_duration_ns = args.duration * 1_000_000
             obj.load()
             obj.attach()
-            ring = stack.enter_context(RingBuffer(obj.maps["rb"], on_event, record_type=EVENT))
+            ring = stack.enter_context(RingBuffer(obj.maps["rb"], on_event, record_type=RECORD_TYPE))
             print(HEADER, flush=True)
             while not (args.count and printed >= args.count):
                 wait = None
