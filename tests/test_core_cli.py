@@ -31,13 +31,8 @@ def corner(tmp_path_factory) -> Path:
     return build_corner_objects(tmp_path_factory)
 
 
-ORDER_BUG = pytest.mark.xfail(strict=True, reason=(
-    "corepy.object.relocate_core walks functions in ELF section order (.text first) while libbpf "
-    "walks .BTF.ext sections in their order; candidate narrowing makes the results differ"))
-
-
 @pytest.mark.parametrize("target", ["running", "vmlinux-5.10.0-32"])
-@pytest.mark.parametrize("which", ["core_zoo", "core_tricky", pytest.param("core_order", marks=ORDER_BUG)])
+@pytest.mark.parametrize("which", ["core_zoo", "core_tricky", "core_order"])
 def test_explain_json_agrees_with_libbpf_log(oracle, corner, which, target):
     obj = fixture_obj(which) if which == "core_zoo" else corner / f"{which}.bpf.o"
     args = ["explain", obj, "--json"] + ([] if target == "running" else ["--btf", btf_path(target)])

@@ -48,19 +48,20 @@ def relocate_core(obj: ObjectSpec, target: Target | BTF | Any) -> list[CoreRecor
         return []
     if not isinstance(target, Target):
         target = Target(target)
-    skip = {p.function.name for p in obj.programs.values() if not p.autoload}
-    counters: dict[str, dict[int, int]] = {}
-    records = []
+    assert obj.btf.ext is not None
+    skip = {id(p.function) for p in obj.programs.values() if not p.autoload}
+    owner = {}
     for f in obj.functions:
-        if not f.core_relos or (f.is_program and f.name in skip):
-            continue
-        order = counters.get(f.section)
-        if order is None:
-            assert obj.btf.ext is not None
-            order = counters[f.section] = {id(r): i for i, r in enumerate(obj.btf.ext.core_relos.get(f.section, ()))}
         for relo in f.core_relos:
+            owner[id(relo)] = f
+    records = []
+    # libbpf's order: .BTF.ext sections as stored, records in order (candidate caching makes order matter)
+    for section, relos in obj.btf.ext.core_relos.items():
+        for n, relo in enumerate(relos):
+            f = owner.get(id(relo))
+            if f is None or id(f) in skip:
+                continue  # eliminated weak function, or a program that will not be loaded
             idx = relo.insn_off // 8 - f.offset
-            n = order.get(id(relo), -1)
             try:
                 result = calc_relo(obj.btf, relo, target)
             except RelocationError as e:
