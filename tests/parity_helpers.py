@@ -5,6 +5,7 @@ replaced by the map's name, its bpf_prog_info essentials, and the maps by name."
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import shutil
 import struct
 import subprocess
@@ -54,6 +55,8 @@ class ProgFacts:
     """the raw BTF the program was loaded with (the object's, as the loader prepared it)"""
     insns: list[tuple] = field(repr=False)
     maps_used: list[str] = field(default_factory=list)
+    loaded: bytes = field(default=b"", repr=False)
+    """the instructions given to BPF_PROG_LOAD (libbpf's side only: the kernel does not return them)"""
 
 
 @dataclass
@@ -91,6 +94,136 @@ def normalise(xlated: bytes, map_names: dict[int, str]) -> list[tuple]:
             ref = ("map", map_names.get(imm & 0xFFFFFFFF, f"<unknown map id {imm & 0xFFFFFFFF}>"))
         out.append((code, dst, src, off, ref))
     return out
+
+
+EXTRA_SRC = r"""
+// SPDX-License-Identifier: GPL-2.0
+/* What the fixture objects do not load on this kernel: kfunc calls (and a weak kfunc the
+ * kernel lacks), kconfig externs (strong, weak, absent), tp_btf, a global subprogram, a
+ * bpf_loop callback, bpf_printk's string, a tail call, a .rodata filter. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+extern int LINUX_KERNEL_VERSION __kconfig;
+extern int CONFIG_HZ __kconfig __weak;
+extern bool CONFIG_BPF_SYSCALL __kconfig __weak;
+extern int CONFIG_COREPY_ABSENT __kconfig __weak;
+extern void bpf_rcu_read_lock(void) __ksym;
+extern void bpf_rcu_read_unlock(void) __ksym;
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+extern void bpf_corepy_absent_kfunc(void) __ksym __weak;
+
+__u64 out[8];
+const volatile __u32 filter_pid = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} jumps SEC(".maps");
+
+static int loop_cb(__u32 i, void *ctx)
+{
+	out[1] += i;
+	return 0;
+}
+
+__noinline int global_helper(int x)
+{
+	return x * 3;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	struct task_struct *t;
+
+	if (filter_pid && next->pid != filter_pid)
+		return 0;
+	out[0] = LINUX_KERNEL_VERSION + CONFIG_HZ + CONFIG_BPF_SYSCALL + CONFIG_COREPY_ABSENT;
+	bpf_loop(4, loop_cb, NULL, 0);
+	t = bpf_task_from_pid(next->pid);
+	if (t) {
+		out[2] = t->tgid;
+		bpf_task_release(t);
+	}
+	bpf_rcu_read_lock();
+	out[3] = prev->pid;
+	bpf_rcu_read_unlock();
+	if (bpf_corepy_absent_kfunc)
+		bpf_corepy_absent_kfunc();
+	bpf_printk("switch %d", next->pid);
+	out[4] = global_helper(next->pid);
+	return 0;
+}
+
+SEC("raw_tp/sys_enter")
+int tail_entry(void *ctx)
+{
+	bpf_tail_call(ctx, &jumps, 0);
+	out[5] = bpf_core_type_exists(struct task_struct);
+	return 0;
+}
+"""
+EXTRA_PROGRAMS = ["on_switch", "tail_entry"]
+
+
+def kernel_tag(insns: bytes, algorithm: str) -> str:
+    """bpf_prog_info.tag of a program loaded as ``insns``: the first 8 bytes of the hash of the
+    instructions with map-referencing ld_imm64 immediates (both halves) zeroed (the kernel's
+    bpf_prog_calc_tag(); ``algorithm`` "sha1" before Linux 6.18, "sha256" since)."""
+    out = bytearray(insns)
+    was_ld_map = False
+    for i, (code, regs, off, _imm) in enumerate(struct.iter_unpack("<BBhi", insns)):
+        if not was_ld_map and code == LD_IMM64 and regs >> 4 in (PSEUDO_MAP_FD, PSEUDO_MAP_VALUE):
+            was_ld_map = True
+        elif was_ld_map and code == 0 and regs == 0 and off == 0:
+            was_ld_map = False
+        else:
+            was_ld_map = False
+            continue
+        out[8 * i + 4:8 * i + 8] = bytes(4)
+    return hashlib.new(algorithm, out).digest()[:8].hex()
+
+
+CALL, PSEUDO_KFUNC_CALL = 0x85, 2
+POISON_CALL_KFUNC_BASE = 2002000000
+"""libbpf >= 1.2 writes an unresolved weak kfunc call as a helper call with this imm + the extern's index."""
+
+
+def unresolved_weak_kfunc_calls(insns: bytes) -> list[int]:
+    """Indices of the calls libbpf 1.1 left for unresolved weak kfuncs (kfunc call, imm 0)."""
+    return [i for i, (code, regs, off, imm) in enumerate(struct.iter_unpack("<BBhi", insns))
+            if code == CALL and regs >> 4 == PSEUDO_KFUNC_CALL and imm == 0 and off == 0]
+
+
+def poison_kfunc_call(insns: bytes, index: int, extern_index: int) -> bytes:
+    """``insns`` with call ``index`` poisoned the way libbpf >= 1.2 (poison_kfunc_call()) does."""
+    out = bytearray(insns)
+    struct.pack_into("<BBhi", out, 8 * index, CALL, 0, 0, POISON_CALL_KFUNC_BASE + extern_index)
+    return bytes(out)
+
+
+def build_extra_object(tmp_path_factory) -> Path:
+    """EXTRA_SRC compiled with clang-19 against a vmlinux.h bpftool dumps from the running kernel."""
+    clang, bpftool = shutil.which("clang-19"), shutil.which("bpftool")
+    if clang is None or bpftool is None or not Path("/usr/include/bpf/bpf_helpers.h").exists():
+        pytest.skip("the extra parity object needs clang-19, bpftool and libbpf-dev (scripts/setup-system.sh)")
+    out = tmp_path_factory.mktemp("parity_extra")
+    with open(out / "vmlinux.h", "w") as fh:
+        subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"],
+                       stdout=fh, check=True)
+    (out / "parity_extra.bpf.c").write_text(EXTRA_SRC.lstrip())
+    subprocess.run([clang, "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{out}", "-I/usr/include/bpf",
+                    "-Wall", "-Werror", "-c", str(out / "parity_extra.bpf.c"), "-o", str(out / "parity_extra.bpf.o")],
+                   check=True)
+    return out / "parity_extra.bpf.o"
 
 
 def build_load_oracle(tmp_path_factory) -> Path:
@@ -146,6 +279,9 @@ def run_libbpf(oracle: Path, obj: Path, programs: list[str], pin_root: str,
             btfs[btf_id] = bytes.fromhex(blob)
         elif kind == "INSN":
             raw += bytes.fromhex(rest)
+        elif kind == "LOADED":
+            assert prog is not None
+            prog.loaded += bytes.fromhex(rest)
         elif kind == "MAPIDS":
             assert prog is not None
             pending.append((prog, bytes(raw), [int(x) for x in rest.split()]))

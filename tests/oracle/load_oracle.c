@@ -18,6 +18,7 @@
  *   FUNCINFO <hex>, LINEINFO <hex>                   the kernel's func/line info records
  *   BTF <id> <hex>                                   the raw BTF of each btf_id above, once
  *   INSN <16 hex digits>                             each xlated instruction, the 8 bytes as stored
+ *   LOADED <16 hex digits>                           each instruction libbpf gave BPF_PROG_LOAD
  *   MAPIDS <id>...                                   the program's used maps, in the kernel's order
  *
  * bpf_object__close() then releases every map and program; pins are left for the caller. */
@@ -174,6 +175,8 @@ static int print_prog(struct bpf_program *prog)
 	print_hex("LINEINFO", line_info, (size_t)info.nr_line_info * info.line_info_rec_size);
 	for (i = 0; i < info.xlated_prog_len / 8; i++)
 		print_hex("INSN", (char *)insns + 8 * i, 8);
+	for (i = 0; i < bpf_program__insn_cnt(prog); i++)
+		print_hex("LOADED", bpf_program__insns(prog) + i, 8);
 	print_btf(info.btf_id);
 	printf("MAPIDS");
 	for (i = 0; i < info.nr_map_ids; i++)
