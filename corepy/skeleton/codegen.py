@@ -30,6 +30,7 @@ from .records import class_name, identifier
 from .typegen import TypeSet, _text, rule
 
 if TYPE_CHECKING:
+    from ..btf.spec import BTF
     from ..object.spec import MapSpec, ObjectSpec, VariableSpec
 
 __all__ = ["SkeletonSource", "generate", "section_attr"]
@@ -80,8 +81,9 @@ class _Writer:
     def __init__(self, spec: ObjectSpec, source: SkeletonSource, prefix: str, types: Sequence[str]) -> None:
         from ..btf.dump_c import CDumper
 
+        assert spec.btf is not None  # generate() checked
         self.spec, self.source, self.prefix = spec, source, prefix
-        self.btf = spec.btf
+        self.btf: BTF = spec.btf
         self.c = CDumper(self.btf)
         self.types = TypeSet(self.btf, source.display)
         self.planner = self.types.planner
@@ -311,5 +313,5 @@ class _Writer:
         if self.source.embed:
             lines.append(f"        return _rt.ObjectSource.embedded(OBJECT_BASE64, {self.source.display!r})")
         else:
-            lines.append("        return _rt.ObjectSource.beside(__file__, OBJECT_PATH, __loader__)")
+            lines.append("        return _rt.ObjectSource.beside(__file__, OBJECT_PATH, __spec__)")
         return "\n".join(lines)

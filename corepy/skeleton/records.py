@@ -31,6 +31,7 @@ _INT_FMT = {1: "b", 2: "h", 4: "i", 8: "q"}
 _FLOAT_FMT = {2: "e", 4: "f", 8: "d"}
 _RECORD_ATTRS = {"SIZE", "from_bytes", "to_bytes"}
 """Names generated record classes use themselves."""
+_HINT_BUILTINS = {"bool", "bytes", "bytearray", "float", "int", "list", "memoryview", "str"}
 
 
 def identifier(name: str) -> str:
@@ -124,6 +125,11 @@ class RecordPlan:
     byte_order: str
     deps: list[int] = field(default_factory=list)
     """Type ids of record classes this one refers to (generated first)."""
+
+    @property
+    def shadowed(self) -> set[str]:
+        """Builtins the class body's annotations name that a member hides (``bytes``, ``int``...)."""
+        return {f.name for f in self.fields} & _HINT_BUILTINS
 
     def formats(self) -> list[tuple[str, list[FieldPlan]]]:
         """``struct`` formats with the fields each one unpacks: one for a struct (every
@@ -250,10 +256,10 @@ class Planner:
                           post=f"int.from_bytes({{v}}, {self._order!r}, signed={signed})",
                           pre=f"_rt.int_bytes({{x}}, {t.size}, {self._order!r}, {signed})")
         if isinstance(t, (Enum, Enum64)):
-            c = _INT_FMT.get(t.size)
-            if c is None:
+            code = _INT_FMT.get(t.size)
+            if code is None:
                 raise BTFError(f"enum {t.name or '[%d]' % t.id} has unsupported size {t.size}")
-            return _Shape(c if t.signed else c.upper(), 1, "int", "0")
+            return _Shape(code if t.signed else code.upper(), 1, "int", "0")
         if isinstance(t, Float):
             if t.size in _FLOAT_FMT:
                 return _Shape(_FLOAT_FMT[t.size], 1, "float", "0.0", pre="float({x})")

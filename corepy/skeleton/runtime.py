@@ -42,13 +42,14 @@ class ObjectSource:
         return cls(name, base64.b64decode(b64))
 
     loader: Any = None
-    """The generated module's ``__loader__``: reads the object from a zip archive when it has ``get_data``."""
+    """The generated module's loader: reads the object from a zip archive when it has ``get_data``."""
 
     @classmethod
-    def beside(cls, module_file: str, relpath: str, loader: Any = None) -> ObjectSource:
-        """``relpath`` relative to the directory of the module at ``module_file``."""
+    def beside(cls, module_file: str, relpath: str, module_spec: Any = None) -> ObjectSource:
+        """``relpath`` relative to the directory of the module at ``module_file`` (whose
+        ``__spec__`` gives the loader for modules imported from a zip archive)."""
         path = os.path.normpath(os.path.join(os.path.dirname(module_file), relpath))
-        return cls(path, loader=loader)
+        return cls(path, loader=getattr(module_spec, "loader", None))
 
     def read(self) -> bytes:
         if self.data is not None:
@@ -71,7 +72,7 @@ class Skeleton:
     OBJECT_NAME: ClassVar[str] = ""
     OBJECT_SHA256: ClassVar[str] = ""
     _NAMESPACES: ClassVar[dict[str, type]] = {}
-    _RECORDS: ClassVar[dict[str, type]] = {}
+    _RECORDS: ClassVar[dict[str, Any]] = {}
     """Global variable -> generated record class, for struct-typed globals."""
 
     def __init__(self, obj: Object) -> None:

@@ -7,7 +7,8 @@ module of named types from any BTF (an object's, or the kernel's).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from ..btf.types import Enum, Enum64, Struct, Typedef, Union
@@ -100,7 +101,8 @@ class TypeSet:
         return [*self.enums.values(), *(p.name for p in self.ordered())]
 
     def imports(self) -> list[str]:
-        lines = ["import enum as _enum"] if self.enums else []
+        lines = ["import builtins as _builtins"] if any(p.shadowed for p in self.planner.plans.values()) else []
+        lines += ["import enum as _enum"] if self.enums else []
         if self.planner.plans:
             lines += ["import struct as _struct", "from dataclasses import dataclass as _dataclass, field as _field"]
         return lines
@@ -167,12 +169,13 @@ class _RecordWriter:
             default = f"_field(default_factory=lambda: {s.default})" if s.factory and not s.default.endswith("()") \
                 else (f"_field(default_factory={s.default[:-2]})" if s.factory else s.default)
             hint = "bool" if f.boolean else s.hint
-            lines.append(f"    {f.name}: {hint} = {default}")
-        lines += ["", f"    SIZE: ClassVar[int] = {p.size}"]
+            lines.append(f"    {f.name}: {self._q(hint)} = {default}")
+        lines += ["", f"    SIZE: ClassVar[{self._q('int')}] = {p.size}"]
         for i, (fmt, _) in enumerate(self.formats):
             lines.append(f"    {self._st(i)}: ClassVar[_struct.Struct] = _struct.Struct({fmt!r})")
         lines += ["", "    @classmethod",
-                  f"    def from_bytes(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> {p.name}:",
+                  f"    def from_bytes(cls, data: {self._q('bytes | bytearray | memoryview')}, offset: {self._q('int')} = 0)"
+                  f" -> {p.name}:",
                   f'        """Decode ``SIZE`` bytes at ``offset``."""',
                   "        try:"]
         values: dict[str, str] = {}
@@ -195,7 +198,7 @@ class _RecordWriter:
         if len(args) > 80:
             args = "\n            " + ",\n            ".join(values[f.name] for f in p.fields) + ",\n        "
         lines.append(f"        return cls({args})")
-        lines += ["", "    def to_bytes(self) -> bytes:", f'        """The ``SIZE`` bytes of this value."""',
+        lines += ["", f"    def to_bytes(self) -> {self._q('bytes')}:", f'        """The ``SIZE`` bytes of this value."""',
                   "        try:"]
         bitfields = [f for f in p.fields if f.bits]
         if p.union:
@@ -215,6 +218,13 @@ class _RecordWriter:
         lines += ["        except (_struct.error, TypeError, ValueError) as e:",
                   f"            raise _rt.encode_error({p.name!r}, e) from None"]
         return "\n".join(lines)
+
+    def _q(self, hint: str) -> str:
+        """``hint`` with builtins a member hides in the class body qualified (``_builtins.bytes``)."""
+        shadowed = self.plan.shadowed
+        if not shadowed:
+            return hint
+        return re.sub(r"\b(" + "|".join(sorted(shadowed)) + r")\b", r"_builtins.\1", hint)
 
     @staticmethod
     def _st(i: int) -> str:
