@@ -5,6 +5,7 @@ replaced by the map's name, its bpf_prog_info essentials, and the maps by name."
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import shutil
 import struct
@@ -34,6 +35,8 @@ class MapFacts:
     extra: int
     btf_key_type_id: int
     btf_value_type_id: int
+    data: bytes | None = field(default=None, repr=False)
+    """element 0 of a global data map (one-element ARRAY named <obj>.<section>), None for others"""
 
 
 @dataclass
@@ -252,6 +255,7 @@ def run_libbpf(oracle: Path, obj: Path, programs: list[str], pin_root: str,
         facts.error = _libbpf_reason(lines)
         return facts
     names: dict[int, str] = {}
+    last_map: MapFacts | None = None
     prog: ProgFacts | None = None
     raw = bytearray()
     btfs: dict[str, bytes] = {}
@@ -261,9 +265,12 @@ def run_libbpf(oracle: Path, obj: Path, programs: list[str], pin_root: str,
         kind, _, rest = ln.partition(" ")
         if kind == "MAP":
             map_id, *numbers, name = rest.split(" ", 9)
-            mf = MapFacts(name, *map(int, numbers))
-            names[int(map_id)] = mf.name
-            facts.maps[mf.name] = mf
+            last_map = MapFacts(name, *map(int, numbers))
+            names[int(map_id)] = last_map.name
+            facts.maps[last_map.name] = last_map
+        elif kind == "MAPDATA":
+            assert last_map is not None
+            facts.maps[last_map.name] = dataclasses.replace(last_map, data=bytes.fromhex(rest.strip()))
         elif kind == "PROG":
             name, ptype, _id, nfunc, nline, gpl, btf_id, attach_btf_id = rest.split(" ")
             prog = ProgFacts(name, int(ptype), int(nfunc), int(nline), int(gpl), int(attach_btf_id),
@@ -306,25 +313,30 @@ def _libbpf_reason(lines: list[str]) -> str:
 
 def corepy_facts(obj) -> LoadFacts:
     """The same facts for a loaded :class:`corepy.Object`, read from the kernel by fd."""
+    from corepy.syscalls.maps import map_lookup_elem
     from corepy.syscalls.objects import btf_info, get_fd_by_id, map_info
+    from corepy.syscalls.uapi import MapType
 
     facts = LoadFacts()
     names: dict[int, str] = {}
 
-    def add_map(info) -> None:
+    def add_map(info, fd: int) -> None:
+        data = None
+        if info.type == MapType.ARRAY and info.max_entries == 1 and b"." in info.name:
+            data = map_lookup_elem(fd, b"\0\0\0\0", info.value_size)
         mf = MapFacts(info.name.decode(), info.type, info.key_size, info.value_size, info.max_entries,
-                      info.map_flags, info.map_extra, info.btf_key_type_id, info.btf_value_type_id)
+                      info.map_flags, info.map_extra, info.btf_key_type_id, info.btf_value_type_id, data)
         names[info.id] = mf.name
         facts.maps[mf.name] = mf
 
     for m in obj.maps.values():
-        add_map(map_info(m.fileno()))
+        add_map(map_info(m.fileno()), m.fileno())
     for name, p in obj.programs.items():
         info, xlated, map_ids, func_info, line_info, tags = prog_details(p.fileno())
         for map_id in map_ids:
             if map_id not in names:
                 with get_fd_by_id("map", map_id) as fd:
-                    add_map(map_info(fd))
+                    add_map(map_info(fd), fd.fileno())
         btf = None
         if info.btf_id:
             with get_fd_by_id("btf", info.btf_id) as fd:

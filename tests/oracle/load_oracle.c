@@ -13,6 +13,8 @@
  *   MAP <id> <type> <key> <value> <max> <flags> <extra> <btf_key_id> <btf_value_id> <name>
  *                                                    each map of the object, then any other map
  *                                                    a program uses, from bpf_map_info
+ *   MAPDATA <hex>                                    after a global data map's MAP line (one-element
+ *                                                    ARRAY named <obj>.<section>): element 0
  *   PROG <name> <type> <id> <nr_func_info> <nr_line_info> <gpl> <btf_id> <attach_btf_id>
  *   TAG <hex>, SUBTAGS <hex>                         the program's tag, each subprogram's tag
  *   FUNCINFO <hex>, LINEINFO <hex>                   the kernel's func/line info records
@@ -54,6 +56,17 @@ static int print_info(enum libbpf_print_level level, const char *fmt, va_list ap
 	return 0;
 }
 
+static void print_hex(const char *label, const void *data, size_t size)
+{
+	const unsigned char *b = data;
+	size_t i;
+
+	printf("%s ", label);
+	for (i = 0; i < size; i++)
+		printf("%02x", b[i]);
+	printf("\n");
+}
+
 static void print_map(int fd)
 {
 	struct bpf_map_info info;
@@ -73,6 +86,16 @@ static void print_map(int fd)
 	printf("MAP %u %u %u %u %u %u %llu %u %u %s\n", info.id, info.type, info.key_size, info.value_size,
 	       info.max_entries, info.map_flags, (unsigned long long)info.map_extra, info.btf_key_type_id,
 	       info.btf_value_type_id, info.name);
+	if (info.type == BPF_MAP_TYPE_ARRAY && info.max_entries == 1 && strchr(info.name, '.')) {
+		__u32 zero = 0;
+		void *value = calloc(1, info.value_size);
+
+		if (value && bpf_map_lookup_elem(fd, &zero, value) == 0)
+			print_hex("MAPDATA", value, info.value_size);
+		else
+			printf("MAPERR %d\n", value ? -errno : -ENOMEM);
+		free(value);
+	}
 }
 
 static __u32 printed_btf;
@@ -114,17 +137,6 @@ static void print_btf(__u32 id)
 	}
 	free(blob);
 	close(fd);
-}
-
-static void print_hex(const char *label, const void *data, size_t size)
-{
-	const unsigned char *b = data;
-	size_t i;
-
-	printf("%s ", label);
-	for (i = 0; i < size; i++)
-		printf("%02x", b[i]);
-	printf("\n");
 }
 
 static int print_prog(struct bpf_program *prog)
