@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -36,13 +37,12 @@ class ObjectSource:
     """The file, or a display name for embedded bytes."""
     data: bytes | None = None
     """Embedded bytes (None: read ``path``)."""
+    loader: Any = None
+    """The generated module's loader: reads the object from a zip archive when it has ``get_data``."""
 
     @classmethod
     def embedded(cls, b64: str, name: str) -> ObjectSource:
         return cls(name, base64.b64decode(b64))
-
-    loader: Any = None
-    """The generated module's loader: reads the object from a zip archive when it has ``get_data``."""
 
     @classmethod
     def beside(cls, module_file: str, relpath: str, module_spec: Any = None) -> ObjectSource:
@@ -164,8 +164,8 @@ def parse_object(data: bytes, name: str, path: str) -> ObjectSpec:
     except ObjectError as e:
         if e.path not in (None, "<bytes>"):
             raise
-        message = str(e).removesuffix(" (<bytes>)").removesuffix(", section " + (e.section or "") + ")")
-        raise ObjectError(message, path=path, section=e.section) from None
+        where = ", ".join(w for w in ("<bytes>", f"section {e.section}" if e.section else "") if w)
+        raise ObjectError(str(e).removesuffix(f" ({where})"), path=path, section=e.section) from None
 
 
 def _stem(path: str) -> str:
@@ -184,7 +184,7 @@ class _Namespace:
         """The attribute names, in declaration order."""
         return [n for n, v in vars(type(self)).items() if isinstance(v, property)]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._names())
 
     def __repr__(self) -> str:
