@@ -1,13 +1,21 @@
 """Load parity: what corepy loads into the kernel equals what libbpf 1.1 loads, instruction for
-instruction. Every program of every fixture object is loaded by libbpf (tests/oracle/load_oracle.c,
-linked against Debian's libbpf) and by ``corepy.open(...).load()``; the kernel's xlated
-(post-verifier) instructions of both are compared after one normalisation: the map a
-``ld_imm64`` references is named by the map's name instead of its per-load id. Helper and
-kfunc calls (kernel addresses) and subprogram calls (relative) must match as they are. The
-maps both loads created are compared by name, type, key/value size, max_entries and flags.
+instruction. Every program of every fixture object (plus parity_extra, built from
+parity_helpers.EXTRA_SRC: kfuncs, kconfig, tp_btf, a global subprogram, bpf_loop, a tail call;
+and the CO-RE corner objects of tests/oracle/bpf) is loaded by libbpf (tests/oracle/load_oracle.c,
+linked against Debian's libbpf) and by ``corepy.open(...).load()``, and the kernel's account of
+both is compared:
 
-A program libbpf cannot load on this kernel is skipped with libbpf's own error; corepy is
-then given the same set of programs libbpf could load, so both sides create the same maps.
+- the xlated (post-verifier) instructions, after one normalisation: the map a ``ld_imm64``
+  references is named by the map's name instead of its per-load id (helper and kfunc calls
+  hold kernel addresses, subprogram calls are relative: both must match as they are);
+- the program tag, a hash of the instructions as loaded: checked against a tag computed from
+  the instructions libbpf gave the kernel, so the input is equal too, not just the outcome;
+- name, type, attach BTF id, GPL flag, func_info and line_info records, the loaded BTF blob;
+- the used-maps list by name and order; the maps created (name, type, sizes, max_entries,
+  flags, map_extra, BTF key/value type ids) and the contents of the global data maps.
+
+A program libbpf cannot load on this kernel is skipped with libbpf's own error, after checking
+corepy refuses it too; both then load the same set of programs, so they create the same maps.
 """
 
 from __future__ import annotations
@@ -23,10 +31,10 @@ import pytest
 
 import corepy
 from conftest import FIXTURES, requires_root
-from oracle.libbpf_log import CORNER_CASES, build_corner_objects
 from corepy.btf import BTF
 from corepy.errors import CorepyError
 from corepy.syscalls.uapi import AttachType, ProgType
+from oracle.libbpf_log import CORNER_CASES, build_corner_objects
 from parity_helpers import (EXTRA_PROGRAMS, LoadFacts, ProgFacts, build_extra_object, build_load_oracle, corepy_facts,
                             elf_programs, first_difference, kernel_tag, poison_kfunc_call, run_libbpf,
                             unresolved_weak_kfunc_calls)
@@ -239,7 +247,8 @@ RODATA_NOT_BOUND = pytest.mark.xfail(strict=True, raises=AssertionError, reason=
     "(corepy/collection.py Object._load: after load_program(), for each internal map whose section "
     "is .rodata or .rodata.*, call corepy.syscalls.links.prog_bind_map(prog, map) when the kernel "
     "supports it, warning instead of failing, as libbpf 1.1 does)"))
-UNBOUND_RODATA_USERS = {("globals", "second_caller"), ("parity_extra", "tail_entry")} | {(n, p) for n, p in CASES if n == "maps_zoo"}
+UNBOUND_RODATA_USERS = {("globals", "second_caller"), ("parity_extra", "tail_entry")} | {
+    (n, p) for n, p in CASES if n == "maps_zoo"}
 BPF_F_RDONLY_PROG = 1 << 7
 
 
