@@ -36,22 +36,34 @@ _INT_FMT = {1: "b", 2: "h", 4: "i", 8: "q"}
 _FLOAT_FMT = {2: "e", 4: "f", 8: "d"}
 
 
+_LAST = " last"  # instance key of the union member assigned last (never a C identifier)
+_RAW = " raw"  # instance key of a decoded union's bytes, so members left alone round-trip exactly
+
+
 class StructValue:
     """Base of the generated per-type value classes: attribute access, equality, dict view.
 
-    For unions, the member assigned last is the one written last on encode."""
+    Construct with positional values in member order or with keywords. For unions, the
+    member assigned last is the one written last on encode. Members whose C names are not
+    usable as Python attributes (``class``, ``__x``) are still reached with ``getattr``/``[]``."""
 
-    __slots__ = ("_last",)
     _fields: tuple[str, ...] = ()
     _type_name: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # replaced per class by a generated one
         raise NotImplementedError
 
+    def _set_keywords(self, kw: dict[str, Any]) -> None:
+        fields = type(self)._fields
+        for k, v in kw.items():
+            if k not in fields:
+                raise TypeError(f"{type(self)._type_name or type(self).__name__} has no member {k!r}")
+            self.__dict__[k] = v
+
     def __eq__(self, other: object) -> bool:
+        fields = type(self)._fields
         if isinstance(other, StructValue):
-            return type(self)._fields == type(other)._fields and all(
-                getattr(self, f) == getattr(other, f) for f in self._fields)
+            return fields == type(other)._fields and all(getattr(self, f) == getattr(other, f) for f in fields)
         if isinstance(other, Mapping):
             return self._asdict() == dict(other)
         return NotImplemented
@@ -59,20 +71,27 @@ class StructValue:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        body = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
-        return f"{self._type_name or type(self).__name__}({body})"
+        cls = type(self)
+        body = ", ".join(f"{f}={self.__dict__[f]!r}" for f in cls._fields)
+        return f"{cls._type_name or cls.__name__}({body})"
 
     def __iter__(self):
-        return iter(self._fields)
+        return iter(type(self)._fields)
 
     def __getitem__(self, name: str) -> Any:
-        if name not in self._fields:
+        if name not in type(self)._fields:
             raise KeyError(name)
-        return getattr(self, name)
+        return self.__dict__[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in type(self)._fields:
+            raise KeyError(name)
+        setattr(self, name, value)
 
     def _asdict(self) -> dict[str, Any]:
         """Members as a dict, nested values converted too."""
-        return {f: _plain(getattr(self, f)) for f in self._fields}
+        d = self.__dict__
+        return {f: _plain(d[f]) for f in type(self)._fields}
 
 
 def _plain(v: Any) -> Any:
@@ -84,19 +103,21 @@ def _plain(v: Any) -> Any:
 
 
 def _make_class(name: str, fields: tuple[str, ...], union: bool) -> type[StructValue]:
-    args = "".join(f", {f}=0" for f in fields)
-    body = "".join(f"\n    object.__setattr__(self, {f!r}, {f})" for f in fields) or "\n    pass"
+    params = "".join(f", p{i}=0" for i in range(len(fields)))
+    body = "".join(f"\n    d[{f!r}] = p{i}" for i, f in enumerate(fields))
     ns: dict[str, Any] = {}
-    exec(f"def __init__(self{args}):{body}\n    object.__setattr__(self, '_last', None)", ns)  # noqa: S102
-    attrs: dict[str, Any] = {"__slots__": fields, "_fields": fields, "_type_name": name,
-                             "__init__": ns["__init__"]}
+    exec(f"def __init__(self{params}, **kw):\n    d = self.__dict__{body}\n"  # noqa: S102 - names are repr()'d
+         f"    if kw:\n        self._set_keywords(kw)", ns)
+    attrs: dict[str, Any] = {"_fields": fields, "_type_name": name, "__init__": ns["__init__"]}
     if union:
         def __setattr__(self: StructValue, key: str, value: Any) -> None:
-            object.__setattr__(self, key, value)
-            if key in self._fields:
-                object.__setattr__(self, "_last", key)
+            self.__dict__[key] = value
+            if key in type(self)._fields:
+                self.__dict__[_LAST] = key
         attrs["__setattr__"] = __setattr__
     ident = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "anon"
+    if not ident[0].isalpha() and ident[0] != "_":
+        ident = "_" + ident
     return type(ident, (StructValue,), attrs)
 
 
@@ -284,7 +305,10 @@ class _Composite(_Node):
                 for i, post in self.posts:
                     vals[i] = post(vals[i])
             return self.cls(*vals)
-        return self.cls(*[self._decode_field(f, buf, off) for f in self.fields])
+        obj = self.cls(*[self._decode_field(f, buf, off) for f in self.fields])
+        if self.union:
+            obj.__dict__[_RAW] = bytes(buf[off:off + self.size])
+        return obj
 
     @staticmethod
     def _decode_field(f: _Field, buf: Any, off: int) -> Any:
@@ -307,8 +331,8 @@ class _Composite(_Node):
             buf[off:off + len(data)] = data
             return
         if isinstance(value, StructValue):
-            get = value.__getattribute__
-            names = set(value._fields)
+            get = value.__dict__.__getitem__
+            names = set(type(value)._fields)
         elif isinstance(value, Mapping):
             get = value.__getitem__
             names = set(value)
@@ -328,7 +352,12 @@ class _Composite(_Node):
             except struct.error:
                 pass  # fall through to the per-field path for a precise error
         order = [f for f in self.fields if f.name in names]
-        last = getattr(value, "_last", None) if self.union else None
+        last = value.__dict__.get(_LAST) if self.union and isinstance(value, StructValue) else None
+        raw = value.__dict__.get(_RAW) if self.union and isinstance(value, StructValue) else None
+        if raw is not None:
+            # a decoded union: start from its bytes and overlay only the members that changed
+            buf[off:off + self.size] = raw
+            order = [f for f in order if f.name == last or self._decode_field(f, raw, 0) != get(f.name)]
         if last:
             order = [f for f in order if f.name != last] + [f for f in order if f.name == last]
         for f in order:
