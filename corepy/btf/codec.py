@@ -326,6 +326,16 @@ class _Composite(_Node):
         return post(v) if post else v
 
     def encode_into(self, buf: bytearray, off: int, value: Any) -> None:
+        if self.st is not None and type(value) is self.cls:  # fast path: our own flat struct value
+            d = value.__dict__
+            vals = [d[n] for n in self.cls._fields]
+            for i, pre in self.pres:
+                vals[i] = pre(vals[i])
+            try:
+                self.st.pack_into(buf, off, *vals)
+                return
+            except struct.error:
+                pass  # the per-field path below names the member that does not fit
         if isinstance(value, (bytes, bytearray, memoryview)):
             data = _as_bytes(value, self.size)
             buf[off:off + len(data)] = data
@@ -342,15 +352,6 @@ class _Composite(_Node):
         unknown = names - {f.name for f in self.fields}
         if unknown:
             raise BTFError(f"{self.cls._type_name or 'struct'} has no member(s) {sorted(unknown)}")
-        if self.st is not None and isinstance(value, StructValue) and type(value) is self.cls:
-            vals = [get(f.name) for f in self.fields]
-            for i, pre in self.pres:
-                vals[i] = pre(vals[i])
-            try:
-                self.st.pack_into(buf, off, *vals)
-                return
-            except struct.error:
-                pass  # fall through to the per-field path for a precise error
         order = [f for f in self.fields if f.name in names]
         last = value.__dict__.get(_LAST) if self.union and isinstance(value, StructValue) else None
         raw = value.__dict__.get(_RAW) if self.union and isinstance(value, StructValue) else None
@@ -417,10 +418,10 @@ class _Compiler:
         o = self.order
         if isinstance(t, Int):
             if t.encoding & IntEncoding.BOOL and t.size == 1:
-                return _Scalar(o, "?", 1, pre=bool)
+                return _Scalar(o, "?", 1)
             if t.size in _INT_FMT:
                 fmt = _INT_FMT[t.size]
-                return _Scalar(o, fmt if t.signed else fmt.upper(), t.size, pre=int)
+                return _Scalar(o, fmt if t.signed else fmt.upper(), t.size)
             return _BigInt(o, t.size, t.signed)
         if isinstance(t, (Enum, Enum64)):
             names = {v.name: v.value for v in t.values}
@@ -439,10 +440,10 @@ class _Compiler:
             return node
         if isinstance(t, Float):
             if t.size in _FLOAT_FMT:
-                return _Scalar(o, _FLOAT_FMT[t.size], t.size, pre=float)
+                return _Scalar(o, _FLOAT_FMT[t.size], t.size)
             return _Raw(t.size)
         if isinstance(t, Ptr):
-            return _Scalar(o, "Q", 8, pre=int)
+            return _Scalar(o, "Q", 8)
         if isinstance(t, Array):
             elem_t = self.resolve(t.type_id)
             if isinstance(elem_t, Int) and elem_t.size == 1 and not elem_t.encoding & IntEncoding.BOOL:
