@@ -186,7 +186,23 @@ class Object:
                 map_fds=map_fds, attach_to=p.attach_to, section=p.section, sleepable=p.sleepable,
                 prog_flags=p.prog_flags, log_level=self.log_level, core_records=lp.core,
                 kernel_btf=target_btf if not custom else None)
+            self._bind_rodata(self._programs[name])
         self._fill_slots()
+
+    def _bind_rodata(self, prog: Program) -> None:
+        """Bind every ``.rodata``/``.rodata.*`` map to ``prog`` (BPF_PROG_BIND_MAP), as libbpf
+        does, so read-only data lives as long as any program; a refusal only warns."""
+        from .syscalls.links import prog_bind_map
+
+        for name, ms in self.spec.maps.items():
+            if not (ms.internal and (ms.section == ".rodata" or ms.section.startswith(".rodata."))):
+                continue
+            try:
+                prog_bind_map(prog.fileno(), self._maps[name].fileno())
+            except SyscallError as e:
+                warnings.warn(f"{self.path}: could not bind map {name!r} to program {prog.name!r}: {e}",
+                              RuntimeWarning, stacklevel=4)
+                return
 
     def _kconfig(self) -> dict[str, str] | None:
         """The kernel's config with the user's overrides, read only when the object needs it."""

@@ -241,20 +241,11 @@ def test_program_btf_equals_libbpf(parity, name, prog):
 # libbpf 1.1 bpf_object_load_prog(): when the object has RODATA maps (.rodata, .rodata.*) and the
 # kernel has BPF_PROG_BIND_MAP, every loaded program gets each of them bound, so they live as
 # long as the program (bpftool reads bpf_metadata_* from them). The kernel appends a bound map to
-# the program's used maps unless its code already references it; these programs' code does not.
-RODATA_NOT_BOUND = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "corepy does not BPF_PROG_BIND_MAP the object's .rodata/.rodata.* maps to each program "
-    "(corepy/collection.py Object._load: after load_program(), for each internal map whose section "
-    "is .rodata or .rodata.*, call corepy.syscalls.links.prog_bind_map(prog, map) when the kernel "
-    "supports it, warning instead of failing, as libbpf 1.1 does)"))
-UNBOUND_RODATA_USERS = {("globals", "second_caller"), ("parity_extra", "tail_entry")} | {
-    (n, p) for n, p in CASES if n == "maps_zoo"}
+# the program's used maps unless its code already references it; corepy binds them the same way.
 BPF_F_RDONLY_PROG = 1 << 7
 
 
-@pytest.mark.parametrize(("name", "prog"), [
-    pytest.param(n, p, id=f"{n}:{p}", marks=[RODATA_NOT_BOUND] if (n, p) in UNBOUND_RODATA_USERS else [])
-    for n, p in CASES])
+@pytest.mark.parametrize(("name", "prog"), [pytest.param(n, p, id=f"{n}:{p}") for n, p in CASES])
 def test_program_uses_the_maps_libbpf_does(parity, name, prog):
     """The kernel's used-maps list of the program, by name and in order."""
     want, got = _program_pair(parity, name, prog)
