@@ -43,3 +43,35 @@ def fixture_obj(name: str) -> Path:
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_BPF/CAP_PERFMON/CAP_NET_ADMIN)")
+
+
+# --- tests leave nothing behind: pins, links, network namespaces ------------------------------
+
+def _kernel_leftovers() -> set[str]:
+    found: set[str] = set()
+    for top in ("/sys/fs/bpf", "/run/netns"):
+        if os.path.isdir(top):
+            for dirpath, dirnames, filenames in os.walk(top):
+                found.update(os.path.join(dirpath, n) for n in dirnames + filenames
+                             if n not in ("maps.debug", "progs.debug"))
+    if os.geteuid() == 0:
+        from corepy.syscalls.objects import get_next_id
+
+        link_id = 0
+        while (link_id := get_next_id("link", link_id)) is not None:
+            found.add(f"bpf link id {link_id}")
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._corepy_leftovers = _kernel_leftovers()  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = getattr(session.config, "_corepy_leftovers", None)
+    if before is None or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    new = sorted(_kernel_leftovers() - before)
+    if new:
+        print(f"\nERROR: the tests left {len(new)} kernel objects behind: {', '.join(new[:20])}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
