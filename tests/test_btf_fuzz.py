@@ -202,6 +202,10 @@ def test_the_unmutated_blobs_are_fine() -> None:
      "unknown kind 25"),
     (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 12, 12, 1) + struct.pack("<III", 0, 4 << 24 | 3, 0) + b"\0",
      "runs past the end"),
+    (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 16, 16, 1) + struct.pack("<IIII", 0, 2 << 24, 0, 0) + b"\0",
+     r"type \[2\] runs past the end"),
+    (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 20, 20, 1) + struct.pack("<IIIII", 0, 2 << 24, 0, 0, 4 << 24 | 1) + b"\0",
+     r"type \[2\] runs past the end"),
     (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 12, 12, 2) + struct.pack("<III", 0, 2 << 24, 0) + b"\0a",
      "does not end with NUL"),
 ])

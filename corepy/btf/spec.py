@@ -17,7 +17,8 @@ import os
 import struct
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ..errors import BTFError, ObjectError
@@ -276,14 +277,15 @@ class BTF:
         i, n = 0, len(words)
         while True:
             try:
-                while i < n:
+                while True:  # ends at infos[n - 1] (no such word) or beyond: IndexError
                     add(i)
                     i += sizes[infos[i]]
-                break
             except KeyError as e:  # first type with this info word: learn its size
                 i += self._learn_size(e.args[0], len(starts), i)
-            except IndexError:  # the last btf_type is cut short
+            except IndexError:
                 break
+        if i >= n:
+            starts.pop()  # the end of the section (or past it), not a type
         if i != n:
             raise self._err(
                 f"type [{self.start_id + len(starts) - 1}] runs past the end of the type section",
@@ -291,8 +293,7 @@ class BTF:
             )
         if self.start_id + len(starts) > 0x7FFFFFFF:
             raise self._err("too many types", self._type_start)
-        name_offs = array(_U32.typecode, map(words.__getitem__, starts))
-        return array(_U32.typecode, starts), name_offs
+        return array(_U32.typecode, starts), _gather(words, starts)
 
     def _learn_size(self, info: int, count: int, word: int) -> int:
         """Size in words of a type whose btf_type.info is ``info`` (cached per info word)."""
@@ -651,6 +652,13 @@ class BTF:
     def type_bytes(self) -> memoryview:
         """This blob's type section, raw."""
         return self._buf[self._type_start : self._type_end]
+
+
+def _gather(words: Sequence[int], positions: list[int]) -> Sequence[int]:
+    """``words[p]`` for every ``p`` in ``positions`` (one C-level call)."""
+    if len(positions) < 2:
+        return [words[p] for p in positions]
+    return itemgetter(*positions)(words)
 
 
 def _map_or_read(f) -> bytes | memoryview:

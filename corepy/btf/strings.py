@@ -25,9 +25,9 @@ import sys
 import tempfile
 import zlib
 from array import array
-from collections import Counter
-from collections.abc import Callable, Iterator
-from itertools import compress, count, repeat
+from collections.abc import Callable, Iterator, Sequence
+from itertools import compress, count
+from operator import ne
 
 from ..errors import BTFError
 
@@ -38,79 +38,82 @@ _CACHE_VERSION = 1
 
 
 class NameIndex:
-    """name -> positions of the types carrying it, built from the types' name offsets."""
+    """name -> positions of the types carrying it, built from the types' name offsets.
 
-    def __init__(self, name_offs: array, string_bytes: Callable[[int], bytes], strtab: bytes | None):
+    Keyed by the names' bytes (so one name stored at several offsets is one key); the
+    positions of names that several types share are gathered up front, so every lookup
+    is a dict access."""
+
+    def __init__(self, name_offs: Sequence[int], string_bytes: Callable[[int], bytes], strtab: bytes | None):
         """``strtab`` (the own string section) enables the fast path when every name offset indexes it
         directly (no base); ``string_bytes(off)`` reads any name otherwise."""
         self._name_offs = name_offs
-        # named types only (name offset 0 is the empty name): offset -> last position using it, use counts
-        self._last: dict[int, int] = dict(compress(zip(name_offs, count()), name_offs))
-        self._counts = Counter(filter(None, name_offs))
-        self._shared: dict[int, list[int]] | None = None
-        offs = list(self._last)
-        names: list[bytes] | None = None
-        if strtab is not None:
-            try:
-                names = list(map(strtab.__getitem__, map(slice, offs, map(strtab.index, repeat(0), offs))))
-            except ValueError:  # an offset past the last NUL: use the checked path
-                names = None
-        if names is None:
-            names = []
-            for off in offs:
-                try:
-                    names.append(string_bytes(off))
-                except BTFError:
-                    names.append(b"")  # reported when the type is decoded
-        self._offs_by_name: dict[bytes, int] = dict(zip(names, offs))
-        self._more_offs: dict[bytes, list[int]] = {}
-        if len(self._offs_by_name) != len(names):  # one name stored at several offsets
-            for name, off in zip(names, offs):
-                self._more_offs.setdefault(name, []).append(off)
+        named_pos = list(compress(count(), name_offs))  # name offset 0 is the empty name: skipped
+        named_offs = list(filter(None, name_offs))
+        read = _checked(string_bytes)
+        self._first: dict[bytes, int] = {}
+        """name -> the first position carrying it"""
+        names = _names_at(strtab, named_offs) if strtab is not None else None
+        later = self._add(names if names is not None else map(read, named_offs), named_pos)
+        self._shared: dict[bytes, list[int]] = {}
+        """name -> all its positions, for names several types carry"""
+        for pos in later:  # ascending: each list stays sorted
+            name = read(name_offs[pos])
+            self._shared.setdefault(name, [self._first[name]]).append(pos)
+
+    def _add(self, names: Iterator[bytes], named_pos: list[int]) -> list[int]:
+        """Record each name's first position; return the positions whose name came earlier (one C-level pass)."""
+        first = self._first
+        return list(compress(named_pos, map(ne, map(first.setdefault, names, named_pos), named_pos)))
 
     def positions(self, key: bytes) -> list[int] | None:
         if not key:
             return []
-        more = self._more_offs.get(key)
-        offs = more if more is not None else [self._offs_by_name[key]] if key in self._offs_by_name else []
-        found: list[int] = []
-        for off in offs:
-            found += self._positions_of_offset(off)
-        if len(offs) > 1:
-            found.sort()
-        return found
-
-    def _positions_of_offset(self, name_off: int) -> list[int]:
-        last = self._last[name_off]
-        if self._counts[name_off] == 1:
-            return [last]
-        return list(self._shared_positions()[name_off])
-
-    def _shared_positions(self) -> dict[int, list[int]]:
-        """name offset -> positions, for the offsets several types use (one filtered pass, on first need)."""
-        if self._shared is None:
-            shared: dict[int, list[int]] = {}
-            dup_offs = {off for off, n in self._counts.items() if n > 1}
-            for off, pos in compress(zip(self._name_offs, count()), map(dup_offs.__contains__, self._name_offs)):
-                shared.setdefault(off, []).append(pos)
-            self._shared = shared
-        return self._shared
+        shared = self._shared.get(key)
+        if shared is not None:
+            return list(shared)
+        pos = self._first.get(key)
+        return [] if pos is None else [pos]
 
     def names(self) -> Iterator[bytes]:
         """Every distinct non-empty name."""
-        return (name for name in self._offs_by_name if name)
+        return (name for name in self._first if name)
 
     def hashed(self, strtab: bytes) -> HashedNameIndex:
         """The same index as a flat hash table (for the cache)."""
-        by_name: dict[bytes, list[int]] = {}
-        shared = self._shared_positions()
-        for name, off in self._offs_by_name.items():
-            if not name:
-                continue
-            offs = self._more_offs.get(name, [off])
-            positions = sorted(p for o in offs for p in shared.get(o, [self._last[o]]))
-            by_name[name] = positions
+        by_name = {name: self._shared.get(name) or [pos] for name, pos in self._first.items() if name}
         return HashedNameIndex.build(by_name, self._name_offs, strtab)
+
+
+def _names_at(strtab: bytes, offsets: list[int]) -> list[bytes] | None:
+    """The NUL-terminated strings at ``offsets`` of ``strtab`` in one C-level call, or None when
+    some offset is not inside ``strtab`` or ``strtab`` does not end with NUL (then read them one by one).
+
+    Each string is read through a ``char *`` into ``strtab``: ctypes' ``c_char_p`` array slice
+    does the strlen-and-copy for every element in C (about 3x faster than slicing in Python).
+    The bounds checks keep every read inside ``strtab`` (the caller's, so it outlives the reads)."""
+    if not offsets:
+        return []
+    if not strtab or strtab[-1] != 0 or max(offsets) >= len(strtab):
+        return None
+    import ctypes
+
+    order, width, n = sys.byteorder, ctypes.sizeof(ctypes.c_char_p), len(offsets)
+    base = ctypes.cast(ctypes.c_char_p(strtab), ctypes.c_void_p).value
+    # the pointers base + offset as one big-integer addition over pointer-sized lanes (no carries: each fits)
+    lanes = int.from_bytes(array("Q" if width == 8 else "I", offsets), order)
+    lanes += base * int.from_bytes((1).to_bytes(width, order) * n, order)
+    pointers = (ctypes.c_char_p * n).from_buffer(bytearray(lanes.to_bytes(width * n, order)))
+    return pointers[:]
+
+
+def _checked(string_bytes: Callable[[int], bytes]) -> Callable[[int], bytes]:
+    def name(off: int) -> bytes:
+        try:
+            return string_bytes(off)
+        except BTFError:
+            return b""  # reported when the type is decoded
+    return name
 
 
 class HashedNameIndex:
@@ -237,12 +240,12 @@ def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, mem
     return views[0], views[1], views[2], views[3]
 
 
-def store_cache(digest: bytes, size: int, start_id: int, starts: array, name_offs: array,
+def store_cache(digest: bytes, size: int, start_id: int, starts: array, name_offs: Sequence[int],
                 index: HashedNameIndex) -> None:
     """Write the cache (atomically, mode 0600); failures are ignored: the cache is an optimisation."""
     slots, chain = index.arrays()
     payload = marshal.dumps((_CACHE_VERSION, sys.byteorder, size, digest, start_id, starts.tobytes(),
-                             name_offs.tobytes(), bytes(slots), bytes(chain)))
+                             array(_U32, name_offs).tobytes(), bytes(slots), bytes(chain)))
     path = _cache_path(digest, size)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
