@@ -217,3 +217,9 @@ def test_union_nested_change_is_kept(btf):
     v._anon9.z = -2  # an anonymous union's member
     w = c.decode(c.encode(v))
     assert w.u.f == 2.5 and w._anon9.z == -2 and w._anon9.y == -2
+
+
+def test_union_keeps_signaling_nan_bytes(btf):
+    c = codec(btf, "g_u")
+    raw = bytes.fromhex("814ea3ff")  # a signaling NaN as float: re-packing it would set the quiet bit
+    assert c.encode(c.decode(raw)) == raw

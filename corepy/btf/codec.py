@@ -358,7 +358,8 @@ class _Composite(_Node):
         if raw is not None:
             # a decoded union: start from its bytes and overlay only the members that changed
             buf[off:off + self.size] = raw
-            order = [f for f in order if f.name == last or self._decode_field(f, raw, 0) != get(f.name)]
+            # repr compares NaN payload-blind and nested values fully: a NaN left alone stays unchanged
+            order = [f for f in order if f.name == last or repr(self._decode_field(f, raw, 0)) != repr(get(f.name))]
         if last:
             order = [f for f in order if f.name != last] + [f for f in order if f.name == last]
         for f in order:

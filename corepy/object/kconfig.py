@@ -54,23 +54,48 @@ def read_kconfig(path: str | None = None) -> dict[str, str]:
     raise ObjectError("failed to open system Kconfig (" + "; ".join(errors) + ")")
 
 
-def kernel_version(release: str | None = None) -> int:
-    """libbpf's ``get_kernel_version``: KERNEL_VERSION(major, minor, min(patch, 255)) of
-    ``release`` (default ``uname -r``); 0 if it does not start with ``a.b.c``."""
-    release = release if release is not None else os.uname().release
-    parts = []
-    for piece in release.split(".", 2):
-        digits = ""
-        for ch in piece:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if not digits:
-            break
-        parts.append(int(digits))
-        if len(digits) != len(piece) and len(parts) < 3:
-            break
-    if len(parts) != 3:
-        return 0
-    major, minor, patch = parts
+def kernel_version(release: str | None = None, version: str | None = None) -> int:
+    """libbpf's ``get_kernel_version``: KERNEL_VERSION(major, minor, min(patch, 255)).
+
+    With no arguments, of the running kernel: Ubuntu's ``/proc/version_signature`` first, then
+    a Debian ``uname -v`` ("... Debian 6.1.119-1 ...", whose release string hides the patch
+    level), then ``uname -r``. 0 if none gives ``a.b.c``."""
+    if release is None and version is None:
+        try:
+            with open("/proc/version_signature", encoding="utf-8") as f:
+                parts = f.read().split()
+            found = _abc(parts[2]) if len(parts) >= 3 else None
+            if found:
+                return _kver(*found)
+        except OSError:
+            pass
+        uts = os.uname()
+        release, version = uts.release, uts.version
+    if version and "Debian " in version:
+        found = _abc(version.split("Debian ", 1)[1])
+        if found:
+            return _kver(*found)
+    found = _abc(release or "")
+    return _kver(*found) if found else 0
+
+
+def _kver(major: int, minor: int, patch: int) -> int:
     return (major << 16) + (minor << 8) + min(patch, 255)
+
+
+def _abc(text: str) -> tuple[int, int, int] | None:
+    """``sscanf(text, "%u.%u.%u")``: three dot-separated leading numbers."""
+    nums = []
+    rest = text
+    for i in range(3):
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        if not digits:
+            return None
+        nums.append(int(digits))
+        if i < 2:
+            if not rest.startswith("."):
+                return None
+            rest = rest[1:]
+    return nums[0], nums[1], nums[2]
