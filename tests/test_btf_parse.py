@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import shutil
 import struct
 import subprocess
 import textwrap
+import weakref
 from pathlib import Path
 
 import pytest
@@ -424,6 +427,57 @@ def test_from_file_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(BTFError, match="bad magic"):
         BTF.from_file(tmp_path / "empty")
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@needs_kernel_btf
+def test_dropping_or_closing_a_file_btf_leaves_no_fd_or_mapping() -> None:
+    """Refcounting alone frees a BTF from from_file (no cycles: no gc.collect() needed); close() and
+    ``with`` unmap it at once; a corrupt file's mapping goes with the exception."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        before = _open_fds()
+        btf = BTF.from_file(KERNEL_BTF)
+        task = btf.find_one("task_struct", Kind.STRUCT)
+        dead = weakref.ref(btf)
+        del btf
+        assert dead() is None and _open_fds() == before
+        with BTF.from_file(KERNEL_BTF) as btf:
+            task_again = btf.find_one("task_struct", Kind.STRUCT)
+            pid = btf.find_member(task_again.id, "pid")
+        assert _open_fds() == before and task_again == task  # closed on leaving the block
+        assert btf.find_one("task_struct", Kind.STRUCT) is task_again  # decoded types stay
+        assert btf.ids_by_name("pid_t") and pid[0].name == "pid"  # lookups need no mapping
+        with pytest.raises(BTFError, match="closed"):
+            btf[task.id + 1]
+        with pytest.raises(BTFError, match="closed"):
+            btf.raw_bytes()
+        btf.close()  # idempotent
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def test_corrupt_file_leaves_no_fd(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.btf"
+    head = struct.pack("<HBBIIIII", fmt.BTF_MAGIC, 1, 0, 24, 0, 12, 12, 1)
+    bad.write_bytes(head + struct.pack("<III", 0, 4 << 24 | 3, 0) + b"\0")  # a STRUCT cut short
+    gc.disable()
+    try:
+        before = _open_fds()
+        with pytest.raises(BTFError, match="runs past the end") as info:
+            BTF.from_file(bad)
+        assert _open_fds() == before and str(bad) in str(info.value)
+    finally:
+        gc.enable()
+    good = BTF.from_bytes(head.replace(struct.pack("<I", 12), struct.pack("<I", 0), 1)[:12]
+                          + struct.pack("<III", 0, 0, 1) + b"\0")
+    good.close()  # nothing mapped: a no-op
+    assert len(good) == 1
 
 
 def test_int_encoding_flags(vmlinux: BTF) -> None:

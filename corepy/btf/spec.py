@@ -124,7 +124,11 @@ class BTF:
         self.base = base
         self.source = source
         self.ext = None
+        self._mapping: mmap.mmap | None = None
+        """The file mapping ``_buf`` views (from_file), released by :meth:`close`."""
+        self._closed = False
         self._buf = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        self._size = len(self._buf)
         self.start_id = len(base) if base is not None else 1
         self._str_base = base._str_total if base is not None else 0
         layouts = fmt.layouts_for_magic(self._buf)
@@ -174,15 +178,50 @@ class BTF:
         (its .BTF.ext, if any, becomes :attr:`ext`). ``cache`` as in :meth:`from_bytes`."""
         path = os.fspath(path)
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb") as f:  # the mapping needs no fd of ours: closed on leaving
                 magic = f.read(4)
                 if magic == b"\x7fELF":
                     return cls._from_elf(f, path, base)
                 f.seek(0)
-                data = _map_or_read(f)
+                mapping = _map(f)
+                data = memoryview(mapping) if mapping is not None else f.read()
         except OSError as e:
             raise BTFError(f"cannot read BTF file: {e.strerror or e}", source=path) from e
-        return cls.from_bytes(data, base=base, source=path, cache=cache)
+        if mapping is None:
+            return cls.from_bytes(data, base=base, source=path, cache=cache)
+        try:
+            btf = cls.from_bytes(data, base=base, source=path, cache=cache)
+        except BTFError as e:
+            e.__traceback__ = None  # its frames hold views of the mapping: drop them, then unmap
+            data.release()
+            _unmap(mapping)
+            raise
+        data.release()
+        btf._mapping = mapping
+        return btf
+
+    def close(self) -> None:
+        """Unmap the file :meth:`from_file` mapped (nothing to do for other sources). Types decoded
+        so far stay usable; decoding others, or the raw bytes, then raises BTFError. Idempotent;
+        also called on leaving a ``with BTF.from_file(...) as btf:`` block."""
+        if self._mapping is None:
+            return
+        self._closed = True
+        self._buf.release()
+        _unmap(self._mapping)
+        self._mapping = None
+
+    def __enter__(self) -> BTF:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _blob(self) -> memoryview:
+        """The blob's bytes; BTFError once :meth:`close` unmapped them."""
+        if self._closed:
+            raise self._err("closed: its file is no longer mapped (only types decoded before close() remain)")
+        return self._buf
 
     @classmethod
     def _from_elf(cls, f, path: str, base: BTF | None) -> BTF:
@@ -256,7 +295,7 @@ class BTF:
 
     def _type_words(self) -> memoryview | array:
         """The type section as u32 words in host order (zero-copy when the blob is host-endian)."""
-        section = self._buf[self._type_start : self._type_end]
+        section = self._blob()[self._type_start : self._type_end]
         if len(section) % 4:
             raise self._err(f"type section length {len(section)} is not a multiple of 4", 12)
         if self.byte_order == sys.byteorder and _U32.itemsize == 4:
@@ -384,7 +423,7 @@ class BTF:
 
     def _decode_type(self, type_id: int, off: int) -> Type:
         """Decode one btf_type and its trailing records (the fast path; tests check it against construct)."""
-        c, buf = self._codec, self._buf
+        c, buf = self._codec, self._blob()
         name_off, info, size = c.btf_type.unpack_from(buf, off)
         kind = (info >> 24) & 0x1F
         vlen = info & 0xFFFF
@@ -492,7 +531,7 @@ class BTF:
                 index = self._index = NameIndex(self._name_offs, self._string_bytes, strtab)
                 if self._cache_key is not None:
                     hashed = index.hashed(self._strtab)
-                    store_cache(self._cache_key, len(self._buf), self.start_id, self._offsets, self._name_offs, hashed)
+                    store_cache(self._cache_key, self._size, self.start_id, self._offsets, self._name_offs, hashed)
             finally:
                 if gc_was_enabled:
                     gc.enable()
@@ -506,7 +545,7 @@ class BTF:
             self._offsets, self._name_offs = self._scan()
             self._decoded = [None] * len(self._offsets)
             self._index = None
-            self._cache_key = blob_digest(self._buf)  # and replace it on disk
+            self._cache_key = blob_digest(self._blob())  # and replace it on disk
             positions = self._name_index().positions(name.encode())
         start = self.start_id
         return found + [start + i for i in positions]  # type: ignore[union-attr]
@@ -647,11 +686,11 @@ class BTF:
 
     def raw_bytes(self) -> bytes:
         """The blob exactly as parsed (header, types, strings)."""
-        return bytes(self._buf)
+        return bytes(self._blob())
 
     def type_bytes(self) -> memoryview:
         """This blob's type section, raw."""
-        return self._buf[self._type_start : self._type_end]
+        return self._blob()[self._type_start : self._type_end]
 
 
 def _gather(words: Sequence[int], positions: list[int]) -> Sequence[int]:
@@ -661,13 +700,21 @@ def _gather(words: Sequence[int], positions: list[int]) -> Sequence[int]:
     return itemgetter(*positions)(words)
 
 
-def _map_or_read(f) -> bytes | memoryview:
-    """The whole file: mapped private read-only when the file allows, else read once."""
+def _map(f) -> mmap.mmap | None:
+    """The whole file mapped private read-only, or None when the file cannot be mapped (then read it).
+    Where Python allows (3.13+), the mapping keeps no duplicate of the file's fd."""
     try:
         size = os.fstat(f.fileno()).st_size
         if size > 0:
-            m = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
-            return memoryview(m)
+            extra = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+            return mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ, **extra)
     except (OSError, ValueError):
         pass
-    return f.read()
+    return None
+
+
+def _unmap(mapping: mmap.mmap) -> None:
+    try:
+        mapping.close()
+    except BufferError:  # views handed out (type_bytes()) still alive: unmapped when the last goes
+        pass
