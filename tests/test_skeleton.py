@@ -345,7 +345,8 @@ def test_embedded_object_needs_no_file(tmp_path: Path) -> None:
     assert module.TinySkeleton.elf_bytes() == (FIXTURES / "minimal.bpf.o").read_bytes()
     with module.TinySkeleton.open() as skel:
         assert list(skel.progs) == ["handle_write"]
-        assert skel.object.name == "minimal"
+        assert skel.object.name == "tiny"  # as bpftool gen skeleton's name: the object's name
+        assert skel.object.spec.maps[".rodata"].kernel_name == "tiny.rodata"
 
 
 @pytest.mark.parametrize("case, message", [

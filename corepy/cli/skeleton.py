@@ -16,13 +16,14 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("object", metavar="OBJ", help="a clang-built BPF object (.bpf.o)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the module here (default: stdout)")
-    parser.add_argument("--name", help="class name prefix (default: from the object's file name)")
+    parser.add_argument("--name", help="object name, as bpftool's: prefixes internal map names and names "
+                                       "the <Name>Skeleton class (default: the file name up to its first '.')")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--embed", action="store_true", help="embed the object's bytes in the module")
     where.add_argument("--path", action="store_true",
                        help="read the object from its path relative to the module (default)")
     parser.add_argument("--types", metavar="T,...", default="",
-                        help="extra struct/union types to generate record classes for (e.g. event)")
+                        help="extra structs/unions (record dataclasses) or enums (IntEnum) to generate, e.g. event")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -64,17 +64,19 @@ class SkeletonSource:
 
 
 def generate(source: SkeletonSource, *, name: str | None = None, types: Sequence[str] = ()) -> str:
-    """The skeleton module's text. ``name`` defaults to the object name (file name up to its
-    first '.'); ``types`` names extra structs/unions (``event`` or ``struct event``) to generate.
-    Raises ObjectError/BTFError for objects without BTF, unknown type names, or names that
-    cannot become Python identifiers."""
+    """The skeleton module's text. ``name`` is the object name (as bpftool's ``name``: it
+    prefixes the kernel names of internal maps, and ``<Name>Skeleton`` is made from it),
+    by default the file name up to its first '.'; ``types`` names extra structs, unions or
+    enums (``event``, ``struct event``, ``enum color``) to generate. Raises ObjectError/
+    BTFError for objects without BTF, unknown type names, or names that cannot become
+    Python identifiers."""
     from .runtime import parse_object
 
-    obj_name = (source.display or "object").split("/")[-1].split(".")[0] or "object"
+    obj_name = name or (source.display or "object").split("/")[-1].split(".")[0] or "object"
     spec = parse_object(source.data, obj_name, source.display or "<bytes>")
     if spec.btf is None:
         raise ObjectError("object has no BTF (.BTF section): build it with clang -g", path=source.display)
-    return _Writer(spec, source, class_name(name or obj_name), types).module()
+    return _Writer(spec, source, class_name(obj_name), types).module()
 
 
 class _Writer:
