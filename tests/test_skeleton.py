@@ -57,6 +57,17 @@ def load_module(path: Path) -> Any:
     return module
 
 
+def exec_module(text: str) -> Any:
+    """Generated module text run as a module (dataclasses look up the module while decorating)."""
+    name = f"records_{uuid.uuid4().hex}"
+    sys.modules[name] = module = type(sys)(name)
+    try:
+        exec(compile(text, "<generated>", "exec"), module.__dict__)  # noqa: S102 - our generated code
+    finally:
+        del sys.modules[name]
+    return module
+
+
 def fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
@@ -559,11 +570,7 @@ def test_generated_records_match_the_codec_on_random_layouts(case: tuple[list, l
     btf = BTF.from_bytes(write_btf(types))
     text = generate_records(btf, composites, source="hypothesis")
     assert generate_records(btf, composites, source="hypothesis") == text
-    sys.modules["records_under_test"] = module = type(sys)("records_under_test")
-    try:
-        exec(compile(text, "<records>", "exec"), module.__dict__)  # noqa: S102 - our generated code
-    finally:
-        del sys.modules["records_under_test"]
+    module = exec_module(text)
     for name in module.__all__:
         cls = getattr(module, name)
         codec = codec_of(btf, cls)
@@ -578,6 +585,22 @@ def test_generated_records_match_the_codec_on_random_layouts(case: tuple[list, l
             # unions: members overlap, so which bytes win is a convention (ours: declaration order,
             # zero-valued members skipped, nested records with their padding); our bytes are stable
             assert cls.from_bytes(packed).to_bytes() == packed, (name, raw.hex(), text)
+
+
+def test_member_names_python_would_mangle_or_reject() -> None:
+    from corepy.btf.writer import write_btf
+    from corepy.skeleton.typegen import generate_records
+
+    int_t = Int(1, "int", 4, IntEncoding.SIGNED, 0, 32)
+    members = (Member("__reserved", 1, 0), Member("lambda", 1, 32), Member("__dunder__", 1, 64))
+    btf = BTF.from_bytes(write_btf([int_t, Struct(2, "uapi", 12, members)]))
+    value = exec_module(generate_records(btf, ["uapi"])).Uapi.from_bytes(bytes(range(12)))
+    assert [f.name for f in dataclasses.fields(value)] == ["_reserved", "lambda_", "__dunder__"]
+    assert list(dataclasses.astuple(value)) == list(Codec(btf, 2).decode(bytes(range(12)))._asdict().values())
+    clash = (Member("__x", 1, 0), Member("_x", 1, 32))
+    btf = BTF.from_bytes(write_btf([int_t, Struct(2, "clash", 8, clash)]))
+    with pytest.raises(BTFError, match="struct clash: member name '_x' is not usable"):
+        generate_records(btf, ["clash"])
 
 
 def has_union(btf: BTF, type_id: int) -> bool:

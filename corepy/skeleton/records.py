@@ -7,7 +7,8 @@ A :class:`RecordPlan` says how one STRUCT/UNION becomes a generated dataclass wh
 ints (``bool`` for BTF bools), enums and pointers as ``int``, floats as ``float``,
 ``char[N]`` as ``str`` (printable, NUL-terminated) else ``bytes``, other byte arrays as
 ``bytes``, arrays as ``list``, nested structs/unions as their own record class,
-anonymous members named ``_anon<index>``, bitfields as ints.
+anonymous members named ``_anon<index>`` (``__x`` members ``_x``: no name mangling), bitfields
+as ints.
 
 Each type maps onto a run of ``struct`` values through a :class:`_Shape`: a format, the
 number of values it unpacks to, and Python expressions turning those values into the
@@ -25,7 +26,7 @@ from ..btf.types import (
 )
 from ..errors import BTFError
 
-__all__ = ["FieldPlan", "RecordPlan", "Planner", "class_name", "identifier"]
+__all__ = ["FieldPlan", "RecordPlan", "Planner", "class_name", "identifier", "member_name"]
 
 _INT_FMT = {1: "b", 2: "h", 4: "i", 8: "q"}
 _FLOAT_FMT = {2: "e", 4: "f", 8: "d"}
@@ -40,6 +41,15 @@ def identifier(name: str) -> str:
     if ident[0].isdigit():
         ident = "_" + ident
     return ident + "_" if keyword.iskeyword(ident) else ident
+
+
+def member_name(name: str) -> str:
+    """A struct member's attribute: :func:`identifier`, and ``__x`` becomes ``_x`` (Python would
+    mangle a leading double underscore in the class body: ``__reserved`` -> ``_reserved``)."""
+    ident = identifier(name)
+    if ident.startswith("__") and not ident.endswith("__"):
+        ident = "_" + ident.lstrip("_")
+    return ident
 
 
 def class_name(name: str) -> str:
@@ -219,7 +229,7 @@ class Planner:
         plan = RecordPlan(t.id, _c_name(t), name, t.size, isinstance(t, Union), [], self.btf.byte_order)
         names: set[str] = set()
         for i, m in enumerate(t.members):
-            fname = identifier(m.name) if m.name else f"_anon{i}"  # a keyword gets a '_' suffix
+            fname = member_name(m.name) if m.name else f"_anon{i}"
             if fname in names or fname in _RECORD_ATTRS or fname.startswith("_layout"):
                 raise BTFError(f"{plan.c_name}: member name {fname!r} is not usable as a Python attribute")
             names.add(fname)
