@@ -162,7 +162,7 @@ struct {
 } things SEC(".maps");
 
 struct inner origin = { .a = 1, .b = 2, .c = 3 };
-__u32 from = 4, _private = 5;  /* a Python keyword; a leading underscore */
+__u32 from = 4, _private = 5, __mangled = 6;  /* a Python keyword; leading underscores */
 const volatile union number knob = { .u = 7 };
 __u32 calls;
 struct everything *unused_everything __attribute__((unused));
@@ -494,7 +494,7 @@ def test_struct_globals_and_map_specs_before_load(records: Any) -> None:
         assert skel.object.globals.raw("origin") == records.Inner(4, 5, 6).to_bytes()
         skel.data.origin = bytes(8)  # raw bytes too
         assert skel.data.origin == records.Inner()
-        assert (skel.data.from_, skel.data._private) == (4, 5)
+        assert (skel.data.from_, skel.data._private, skel.data._mangled) == (4, 5, 6)
         skel.data.from_ = 40
         assert skel.object.globals["from"] == 40
         skel.maps.things.max_entries = 32

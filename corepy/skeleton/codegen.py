@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from ..btf.types import Linkage
 from ..object.spec import ExternKind
 from ..errors import BTFError, ObjectError
-from .records import class_name, identifier
+from .records import class_name, identifier, member_name
 from .typegen import TypeSet, _text, rule
 
 if TYPE_CHECKING:
@@ -125,13 +125,14 @@ class _Writer:
         return out
 
     def _attrs(self, names: Iterable[str], what: str) -> dict[str, str]:
-        """name -> its attribute on a namespace class (a keyword gets a ``_`` suffix);
-        ObjectError when two names meet or one would hide the namespace's own attributes."""
+        """name -> its attribute on a namespace class (:func:`~corepy.skeleton.records.member_name`:
+        ``lambda`` -> ``lambda_``, ``__x`` -> ``_x``); ObjectError when two names meet or one would
+        hide the namespace's own attributes."""
         out: dict[str, str] = {}
         taken: set[str] = set()
         for name in names:
-            attr = identifier(name)
-            if attr in taken or attr in _NAMESPACE_ATTRS or attr.startswith("__"):
+            attr = member_name(name)
+            if attr in taken or attr in _NAMESPACE_ATTRS:
                 raise ObjectError(f"{what} {name!r} cannot be the skeleton attribute {attr!r}",
                                   path=self.source.display)
             taken.add(attr)
@@ -245,7 +246,7 @@ class _Writer:
                      '    after."""',
                      "", f"    _SECTION = {sec!r}", "    __slots__ = ()"]
             for key, v in variables:
-                hint, attr = self.var_hints[key], identifier(v.name)
+                hint, attr = self.var_hints[key], member_name(v.name)
                 lines += ["", "    @property", f"    def {attr}(self) -> {hint}:",
                           f'        """``{self._decl(v.type_id, v.name)}`` at offset {v.offset}."""',
                           f"        return self._get({key!r})",
@@ -262,7 +263,7 @@ class _Writer:
                 except BTFError:
                     hint = "object"
                 weak = ", weak" if e.weak else ""
-                lines += ["", "    @property", f"    def {identifier(e.name)}(self) -> {hint}:",
+                lines += ["", "    @property", f"    def {member_name(e.name)}(self) -> {hint}:",
                           f'        """``{self._decl(e.type_id, e.name)}`` ({e.kconfig_type.value}{weak})."""',
                           f"        return self._get({e.name!r})"]
             out.append("\n".join(lines))
