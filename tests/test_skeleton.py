@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FIXTURES, ROOT, requires_root
+from conftest import FIXTURES, ROOT, btf_blob, requires_root
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -585,6 +585,40 @@ def test_generated_records_match_the_codec_on_random_layouts(case: tuple[list, l
             # unions: members overlap, so which bytes win is a convention (ours: declaration order,
             # zero-valued members skipped, nested records with their padding); our bytes are stable
             assert cls.from_bytes(packed).to_bytes() == packed, (name, raw.hex(), text)
+
+
+@pytest.mark.parametrize("kernel", ["running", "vmlinux-6.1.0-56-arm64"])
+def test_kernel_structs_decode_like_the_codec(kernel: str) -> None:
+    """Real layouts (unions in structs, bitfields, flexible arrays...): a seeded sample of named
+    structs/unions of a kernel's BTF, plus task_struct."""
+    from corepy.skeleton.records import member_name
+    from corepy.skeleton.typegen import generate_records
+
+    if kernel == "running":
+        if not Path("/sys/kernel/btf/vmlinux").exists():
+            pytest.skip("no /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF off)")
+        btf = BTF.kernel()
+    else:
+        btf = BTF.from_bytes(btf_blob(kernel), source=kernel)
+
+    def renamed(value: Any) -> Any:  # the codec keeps '__x'; records call it '_x'
+        if isinstance(value, dict):
+            return {k if k.startswith("_anon") else member_name(k): renamed(v) for k, v in value.items()}
+        return [renamed(v) for v in value] if isinstance(value, list) else value
+
+    rng = random.Random(5)
+    named = [t.id for t in btf.types() if isinstance(t, (Struct, Union)) and t.name]
+    for type_id in [*rng.sample(named, 150), btf.find_one("task_struct").id]:
+        module = exec_module(generate_records(btf, [type_id]))
+        cls = getattr(module, module.__all__[-1])  # records come dependencies first
+        codec = Codec(btf, type_id)
+        raw = rng.randbytes(cls.SIZE)
+        mine, theirs = cls.from_bytes(raw), codec.decode(raw)
+        assert same(dataclasses.asdict(mine), renamed(theirs._asdict())), btf[type_id].name
+        packed = mine.to_bytes()
+        if not has_union(btf, type_id):
+            assert packed == codec.encode(theirs), btf[type_id].name
+        assert cls.from_bytes(packed).to_bytes() == packed, btf[type_id].name
 
 
 def test_member_names_python_would_mangle_or_reject() -> None:
