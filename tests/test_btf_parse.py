@@ -7,6 +7,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import textwrap
 import weakref
 from pathlib import Path
@@ -416,6 +417,33 @@ def test_header_lengths_come_from_declarations() -> None:
     assert fmt.LITTLE.member.sizeof() == 12 and fmt.LITTLE.enum64.sizeof() == 12
     assert fmt.BIG.header.build(dict(magic=fmt.BTF_MAGIC, version=1, flags=0, hdr_len=24, type_off=0,
                                      type_len=0, str_off=0, str_len=1))[:2] == b"\xeb\x9f"
+
+
+@pytest.mark.parametrize("L", [fmt.LITTLE, fmt.BIG], ids=["little", "big"])
+def test_struct_formats_read_as_the_construct_declarations(L: fmt.Layouts) -> None:
+    """Each layout's struct form (what the fast paths use) and its construct Struct agree on
+    size, field order and every field's value, both ways, on arbitrary bytes."""
+    import random
+
+    rng = random.Random(7)
+    for name in fmt.DECLARATIONS:
+        layout = getattr(L, name)
+        assert layout.sizeof() == layout.construct.sizeof() == L.fmt(layout).size
+        for _ in range(20):
+            raw = rng.randbytes(layout.sizeof())
+            parsed = layout.construct.parse(raw)
+            values = L.fmt(layout).unpack(raw)
+            assert [parsed[f] for f, _ in layout.fields] == list(values), name
+            assert layout.construct.build(parsed) == L.fmt(layout).pack(*values) == raw
+
+
+def test_open_and_lookup_need_no_construct() -> None:
+    """construct is imported on first use of a declaration's construct form, not by the fast paths."""
+    code = ("import sys; from corepy.btf import BTF; b = BTF.from_file(sys.argv[1]); b.find('task_struct'); "
+            "print('construct' in sys.modules)")
+    target = str(KERNEL_BTF) if KERNEL_BTF.exists() else str(btf_path("vmlinux-6.1.0-56"))
+    out = subprocess.run([sys.executable, "-c", code, target], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_from_file_errors(tmp_path: Path) -> None:

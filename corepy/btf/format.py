@@ -1,17 +1,15 @@
-"""The BTF and .BTF.ext wire formats, declared once with ``construct``.
+"""The BTF and .BTF.ext wire formats, declared once (:data:`DECLARATIONS`).
 
 Every layout exists in both byte orders (:data:`LITTLE`, :data:`BIG`); a blob's
 header magic tells which one applies. The fast scanners in :mod:`.spec` and
 :mod:`.ext` take their record sizes and ``struct`` formats from here, so the
-offsets live in one place.
+offsets live in one place; each layout's ``construct`` Struct is derived from the
+same declaration when first asked for (tests decode through it).
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-
-import construct as c
 
 from .types import Kind
 
@@ -47,37 +45,106 @@ def info_word(kind: int, vlen: int, kind_flag: bool) -> int:
     )
 
 
-@dataclass(frozen=True)
+# Every layout, declared once: (field, type) in wire order. ``struct`` formats for the fast
+# readers and writers and ``construct`` Structs (built on first use: importing construct is
+# not free) both derive from this table.
+_FIELD_TYPES = {"u8": "B", "u16": "H", "u32": "I", "s32": "i"}
+DECLARATIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "header": (("magic", "u16"), ("version", "u8"), ("flags", "u8"), ("hdr_len", "u32"), ("type_off", "u32"),
+               ("type_len", "u32"), ("str_off", "u32"), ("str_len", "u32")),
+    # name_off; info (see INFO_*); size (INT, ENUM*, STRUCT, UNION, DATASEC, FLOAT) or type id
+    "btf_type": (("name_off", "u32"), ("info", "u32"), ("size_or_type", "u32")),
+    "int_encoding": (("encoding", "u32"),),
+    "array": (("type", "u32"), ("index_type", "u32"), ("nelems", "u32")),
+    "member": (("name_off", "u32"), ("type", "u32"), ("offset", "u32")),
+    "enum": (("name_off", "u32"), ("val", "s32")),
+    "enum64": (("name_off", "u32"), ("val_lo32", "u32"), ("val_hi32", "u32")),
+    "param": (("name_off", "u32"), ("type", "u32")),
+    "var": (("linkage", "u32"),),
+    "var_secinfo": (("type", "u32"), ("offset", "u32"), ("size", "u32")),
+    "decl_tag": (("component_idx", "s32"),),
+    "ext_header": (("magic", "u16"), ("version", "u8"), ("flags", "u8"), ("hdr_len", "u32"),
+                   ("func_info_off", "u32"), ("func_info_len", "u32"), ("line_info_off", "u32"),
+                   ("line_info_len", "u32")),
+    # follows ext_header when hdr_len covers it (LLVM >= 10)
+    "ext_core_header": (("core_relo_off", "u32"), ("core_relo_len", "u32")),
+    # each .BTF.ext subsection: u32 record size, then repeated ext_info_sec + num_info records
+    "ext_info_sec": (("sec_name_off", "u32"), ("num_info", "u32")),
+    "func_info": (("insn_off", "u32"), ("type_id", "u32")),
+    "line_info": (("insn_off", "u32"), ("file_name_off", "u32"), ("line_off", "u32"), ("line_col", "u32")),
+    "core_relo": (("insn_off", "u32"), ("type_id", "u32"), ("access_str_off", "u32"), ("kind", "u32")),
+}
+
+
+class Layout:
+    """One declared layout in one byte order: its ``struct`` form (:attr:`struct`, :meth:`sizeof`)
+    at hand, its ``construct`` Struct (:attr:`construct`; ``parse``, ``build`` and every other
+    construct attribute delegate to it) built on first use."""
+
+    __slots__ = ("name", "fields", "big", "struct", "_construct")
+
+    def __init__(self, name: str, fields: tuple[tuple[str, str], ...], big: bool):
+        self.name = name
+        self.fields = fields
+        self.big = big
+        self.struct = struct.Struct((">" if big else "<") + "".join(_FIELD_TYPES[t] for _, t in fields))
+        self._construct = None
+
+    def sizeof(self) -> int:
+        return self.struct.size
+
+    @property
+    def construct(self):  # -> construct.Struct
+        if self._construct is None:
+            import construct as c
+
+            end = "b" if self.big else "l"
+            types = {"u8": c.Int8ub if self.big else c.Int8ul, "u16": getattr(c, "Int16u" + end),
+                     "u32": getattr(c, "Int32u" + end), "s32": getattr(c, "Int32s" + end)}
+            self._construct = c.Struct(*(name / types[t] for name, t in self.fields))
+        return self._construct
+
+    def __getattr__(self, attr: str):
+        return getattr(self.construct, attr)
+
+    def __repr__(self) -> str:
+        return f"<Layout {self.name} {self.struct.format}>"
+
+
 class Layouts:
-    """All BTF/.BTF.ext declarations for one byte order."""
+    """All BTF/.BTF.ext declarations for one byte order (one :class:`Layout` attribute per declaration)."""
 
     order: str
     """'little' or 'big'."""
     prefix: str
     """The ``struct`` module prefix: '<' or '>'."""
-    header: c.Struct
-    btf_type: c.Struct
-    int_encoding: c.Struct
-    array: c.Struct
-    member: c.Struct
-    enum: c.Struct
-    enum64: c.Struct
-    param: c.Struct
-    var: c.Struct
-    var_secinfo: c.Struct
-    decl_tag: c.Struct
-    ext_header: c.Struct
-    ext_core_header: c.Struct
-    ext_info_sec: c.Struct
-    func_info: c.Struct
-    line_info: c.Struct
-    core_relo: c.Struct
+    header: Layout
+    btf_type: Layout
+    int_encoding: Layout
+    array: Layout
+    member: Layout
+    enum: Layout
+    enum64: Layout
+    param: Layout
+    var: Layout
+    var_secinfo: Layout
+    decl_tag: Layout
+    ext_header: Layout
+    ext_core_header: Layout
+    ext_info_sec: Layout
+    func_info: Layout
+    line_info: Layout
+    core_relo: Layout
 
-    def fmt(self, layout: c.Struct) -> struct.Struct:
-        """A ``struct.Struct`` equivalent of a flat layout made of u32/s32 fields."""
-        s = struct.Struct(self.prefix + "".join(sub.subcon.fmtstr[1:] for sub in layout.subcons))
-        assert s.size == layout.sizeof()
-        return s
+    def __init__(self, order: str):
+        self.order = order
+        self.prefix = ">" if order == "big" else "<"
+        for name, fields in DECLARATIONS.items():
+            setattr(self, name, Layout(name, fields, order == "big"))
+
+    def fmt(self, layout: Layout) -> struct.Struct:
+        """The ``struct.Struct`` of a layout."""
+        return layout.struct
 
     def trailing_size(self, kind: int, vlen: int) -> int:
         """Bytes of records following a btf_type of this kind and vlen."""
@@ -110,58 +177,8 @@ class Layouts:
         }
 
 
-def _layouts(order: str) -> Layouts:
-    big = order == "big"
-    u8 = c.Int8ub if big else c.Int8ul
-    u16 = c.Int16ub if big else c.Int16ul
-    u32 = c.Int32ub if big else c.Int32ul
-    s32 = c.Int32sb if big else c.Int32sl
-    return Layouts(
-        order=order,
-        prefix=">" if big else "<",
-        header=c.Struct(
-            "magic" / u16,
-            "version" / u8,
-            "flags" / u8,
-            "hdr_len" / u32,
-            "type_off" / u32,
-            "type_len" / u32,
-            "str_off" / u32,
-            "str_len" / u32,
-        ),
-        # name_off; info (see INFO_*); size (INT, ENUM*, STRUCT, UNION, DATASEC, FLOAT) or type id
-        btf_type=c.Struct("name_off" / u32, "info" / u32, "size_or_type" / u32),
-        int_encoding=c.Struct("encoding" / u32),
-        array=c.Struct("type" / u32, "index_type" / u32, "nelems" / u32),
-        member=c.Struct("name_off" / u32, "type" / u32, "offset" / u32),
-        enum=c.Struct("name_off" / u32, "val" / s32),
-        enum64=c.Struct("name_off" / u32, "val_lo32" / u32, "val_hi32" / u32),
-        param=c.Struct("name_off" / u32, "type" / u32),
-        var=c.Struct("linkage" / u32),
-        var_secinfo=c.Struct("type" / u32, "offset" / u32, "size" / u32),
-        decl_tag=c.Struct("component_idx" / s32),
-        ext_header=c.Struct(
-            "magic" / u16,
-            "version" / u8,
-            "flags" / u8,
-            "hdr_len" / u32,
-            "func_info_off" / u32,
-            "func_info_len" / u32,
-            "line_info_off" / u32,
-            "line_info_len" / u32,
-        ),
-        # follows ext_header when hdr_len covers it (LLVM >= 10)
-        ext_core_header=c.Struct("core_relo_off" / u32, "core_relo_len" / u32),
-        # each .BTF.ext subsection: u32 record size, then repeated ext_info_sec + num_info records
-        ext_info_sec=c.Struct("sec_name_off" / u32, "num_info" / u32),
-        func_info=c.Struct("insn_off" / u32, "type_id" / u32),
-        line_info=c.Struct("insn_off" / u32, "file_name_off" / u32, "line_off" / u32, "line_col" / u32),
-        core_relo=c.Struct("insn_off" / u32, "type_id" / u32, "access_str_off" / u32, "kind" / u32),
-    )
-
-
-LITTLE = _layouts("little")
-BIG = _layouts("big")
+LITTLE = Layouts("little")
+BIG = Layouts("big")
 
 
 def layouts_for_magic(data: bytes | memoryview) -> Layouts | None:

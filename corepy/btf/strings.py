@@ -18,11 +18,9 @@ unless owned by the current user and not writable by others.
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import sys
-import tempfile
 import zlib
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -198,6 +196,8 @@ def cache_dir() -> str:
 
 def blob_digest(blob: bytes | memoryview) -> bytes:
     """The cache key of a blob: SHA-256 of its bytes."""
+    import hashlib  # (the cache is optional: its imports are paid when used)
+
     return hashlib.sha256(blob).digest()
 
 
@@ -244,6 +244,8 @@ def store_cache(digest: bytes, size: int, start_id: int, starts: array, name_off
                 index: HashedNameIndex) -> None:
     """Write the cache (atomically, mode 0600); failures are ignored: the cache is an optimisation."""
     slots, chain = index.arrays()
+    import tempfile
+
     payload = marshal.dumps((_CACHE_VERSION, sys.byteorder, size, digest, start_id, starts.tobytes(),
                              array(_U32, name_offs).tobytes(), bytes(slots), bytes(chain)))
     path = _cache_path(digest, size)
