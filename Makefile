@@ -23,6 +23,7 @@ test: venv system
 	$(BIN)/python -m pytest -q
 
 bench: venv system
+	sh scripts/setup-bench.sh
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 fixtures: system
