@@ -103,8 +103,11 @@ class TypeSet:
     def imports(self) -> list[str]:
         lines = ["import builtins as _builtins"] if any(p.shadowed for p in self.planner.plans.values()) else []
         lines += ["import enum as _enum"] if self.enums else []
-        if self.planner.plans:
-            lines += ["import struct as _struct", "from dataclasses import dataclass as _dataclass, field as _field"]
+        plans = self.planner.plans.values()
+        if plans:
+            factory = any(f.shape.factory for p in plans for f in p.fields)
+            lines += ["import struct as _struct",
+                      "from dataclasses import dataclass as _dataclass" + (", field as _field" if factory else "")]
         return lines
 
     def text(self) -> str:
@@ -176,12 +179,13 @@ class _RecordWriter:
         lines += ["", "    @classmethod",
                   f"    def from_bytes(cls, data: {self._q('bytes | bytearray | memoryview')}, offset: {self._q('int')} = 0)"
                   f" -> {p.name}:",
-                  f'        """Decode ``SIZE`` bytes at ``offset``."""',
+                  '        """Decode ``SIZE`` bytes at ``offset``."""',
                   "        try:"]
         values: dict[str, str] = {}
         for i, (_, group) in enumerate(self.formats):
             var = self._v(i)
-            lines.append(f"            {var} = cls.{self._st(i)}.unpack_from(data, offset)")
+            target = f"{var} = " if group else ""  # no values: still checks the length
+            lines.append(f"            {target}cls.{self._st(i)}.unpack_from(data, offset)")
             idx = 0
             for f in group:
                 values[f.name] = f.shape.decode(var, str(idx))
@@ -198,7 +202,7 @@ class _RecordWriter:
         if len(args) > 80:
             args = "\n            " + ",\n            ".join(values[f.name] for f in p.fields) + ",\n        "
         lines.append(f"        return cls({args})")
-        lines += ["", f"    def to_bytes(self) -> {self._q('bytes')}:", f'        """The ``SIZE`` bytes of this value."""',
+        lines += ["", f"    def to_bytes(self) -> {self._q('bytes')}:", '        """The ``SIZE`` bytes of this value."""',
                   "        try:"]
         bitfields = [f for f in p.fields if f.bits]
         if p.union:
