@@ -51,5 +51,7 @@ def run(args: argparse.Namespace) -> int:
             f.write(text)
         os.replace(tmp, args.output)
     except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise ObjectError(f"cannot write the skeleton: {e.strerror or e}", path=args.output) from e
     return 0
