@@ -391,6 +391,16 @@ def test_bad_input_exits_nonzero_with_a_named_error(case: str, message: str, tmp
     assert not out.exists() and not out.with_name("out.py.tmp").exists()
 
 
+def test_unwritable_output_is_named_and_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "taken.py").mkdir()  # os.replace onto a directory fails after the write
+    for out in (tmp_path / "missing" / "x.py", tmp_path / "taken.py"):
+        r = subprocess.run([PYTHON, "-m", "corepy", "skeleton", str(FIXTURES / "minimal.bpf.o"), "-o", str(out)],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 1 and r.stderr.startswith("corepy skeleton: cannot write the skeleton: ")
+        assert str(out) in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.py"]
+
+
 def test_type_missing_from_btf_is_explained() -> None:
     """clang emits a struct into BTF only when something (a variable, a map) names it."""
     from corepy.skeleton import SkeletonSource, generate as gen
