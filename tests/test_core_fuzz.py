@@ -36,6 +36,21 @@ def test_random_records_raise_only_relocation_errors(type_id, kind, access_str):
     assert 0 <= result.old < 2**64 and 0 <= result.new < 2**64
 
 
+@pytest.mark.parametrize("access_str", [
+    "0:\u0663",            # an Arabic-Indic digit: not a digit to libbpf's sscanf("%d")
+    "0:\uff11",            # a fullwidth digit
+    "0:" + "1" * 5000,      # beyond int()'s digit limit (raised a raw ValueError once)
+    "0:99999999999",        # beyond a C int
+    "0:\u20031",           # a non-ASCII blank before the index
+])
+def test_corrupt_access_string_is_a_relocation_error_naming_it(access_str):
+    struct_id = next(t.id for t in LOCAL.types() if t.kind.name == "STRUCT" and t.name)
+    relo = CoreRelo(0, struct_id, access_str, int(ReloKind.FIELD_BYTE_OFFSET))
+    with pytest.raises(RelocationError) as info:
+        calc_relo(LOCAL, relo, TARGET)
+    assert repr(access_str)[:40] in str(info.value)
+
+
 insn = st.builds(Insn, st.integers(0, 255), st.integers(0, 15), st.integers(0, 15),
                  st.integers(-2**15, 2**15 - 1), st.integers(-2**31, 2**31 - 1))
 

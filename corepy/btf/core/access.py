@@ -31,7 +31,9 @@ _KIND_STR = {
     Kind.FUNC_PROTO: "func_proto", Kind.VAR: "var", Kind.DATASEC: "datasec", Kind.FLOAT: "float",
     Kind.DECL_TAG: "decl_tag", Kind.TYPE_TAG: "type_tag", Kind.ENUM64: "enum64",
 }
-_INDEX = re.compile(r"\s*[+-]?\d+")
+_INDEX = re.compile(r"\s*([+-]?)([0-9]+)", re.ASCII)
+"""One index as libbpf's ``sscanf("%d")`` reads it: ASCII blanks, a sign, ASCII digits."""
+_INDEX_MAX = 2**31 - 1
 
 
 def kind_str(t: Type) -> str:
@@ -86,9 +88,12 @@ def parse_spec(btf: BTF, relo: CoreRelo) -> CoreSpec:
             raise RelocationError(f"malformed access string {text!r} at character {pos}")
         if len(spec.raw) == SPEC_MAX_LEN:
             raise RelocationError(f"access string {text!r} is deeper than {SPEC_MAX_LEN} levels")
-        value = int(m.group())
-        if value < 0:
+        sign, digits = m.groups()
+        if len(digits) > 10 or int(digits) > _INDEX_MAX:
+            raise RelocationError(f"access string {text!r} has an index out of range at character {pos}")
+        if sign == "-" and int(digits):
             raise RelocationError(f"access string {text!r} has a negative index")
+        value = int(digits)
         spec.raw.append(value)
         pos = m.end()
 
