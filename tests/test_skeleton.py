@@ -509,7 +509,7 @@ def test_struct_globals_and_map_specs_before_load(records: Any) -> None:
         assert skel.object.globals["from"] == 40
         skel.maps.things.max_entries = 32
         assert skel.object.spec.maps["things"].max_entries == 32
-        assert type(skel.maps).things.fget.__doc__ == "``things``: HASH, key Key (16 bytes), value Inner (8 bytes), 16 entries."
+        assert type(skel.maps).things.fget.__doc__ == "``things``: HASH, key Key (16 bytes), value Inner (8 bytes), max_entries 16."
 
 
 # Hand-built BTF: scalars with fixed ids, then random structs/unions laid out over them.

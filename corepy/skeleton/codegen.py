@@ -277,7 +277,9 @@ class _Writer:
             parts.append(f"key {self._type_text(m.key_type_id, m.key_size)}")
         if m.value_size:
             parts.append(f"value {self._type_text(m.value_type_id, m.value_size)}")
-        parts.append(f"{m.max_entries} bytes" if kind in ("RINGBUF", "USER_RINGBUF") else f"{m.max_entries} entries")
+        parts.append(f"{m.max_entries} bytes" if kind in ("RINGBUF", "USER_RINGBUF") else f"max_entries {m.max_entries}")
+        if m.pinning:
+            parts.append("pinned by name")
         return ", ".join(parts) + "."
 
     def _type_text(self, type_id: int, size: int) -> str:
