@@ -241,6 +241,25 @@ def test_lookup_errors_name_choices():
         obj.map("nope")
 
 
+def test_specs_refuse_names_that_are_not_fields():
+    """libbpf's spelling (``map_flags``) or a typo is an AttributeError naming the right field,
+    not a new attribute silently ignored at load; the real fields stay assignable."""
+    obj = ObjectSpec.from_file(str(link_object()))
+    spec = next(iter(obj.maps.values()))
+    prog = next(iter(obj.programs.values()))
+    with pytest.raises(AttributeError, match="MapSpec has no field 'map_flags'; did you mean 'flags'"):
+        spec.map_flags = int(MapFlag.NO_PREALLOC)
+    with pytest.raises(AttributeError, match="did you mean 'max_entries'"):
+        spec.max_entrys = 8
+    with pytest.raises(AttributeError, match="ProgramSpec has no field 'type'; did you mean 'prog_type'"):
+        prog.type = ProgType.XDP
+    with pytest.raises(AttributeError, match="fields: attach_to, autoload"):
+        prog.zzz = 1
+    assert not hasattr(spec, "map_flags") and not hasattr(prog, "zzz")
+    spec.flags, spec.max_entries, prog.autoload = int(MapFlag.NO_PREALLOC), 8, False
+    assert (spec.flags, spec.max_entries, prog.autoload) == (int(MapFlag.NO_PREALLOC), 8, False)
+
+
 def test_corrupted_objects_fail_cleanly():
     """Random byte corruption of real objects: parsing and linking either work or raise a corepy error."""
     import random

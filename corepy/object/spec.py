@@ -7,8 +7,8 @@ here touches the kernel. Fields a user may change before load are plain attribut
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..asm.insn import Insn
 from ..btf.ext import CoreRelo, FuncInfo, LineInfo
@@ -87,8 +87,44 @@ class Function:
         return sec_index == self.sec_index and self.offset <= insn < self.offset + len(self.insns)
 
 
+class _FieldsOnly:
+    """Assigning a name that is not a field raises AttributeError suggesting the right one:
+    a libbpf spelling (``map_flags``) or a typo would otherwise be stored and ignored at load."""
+
+    __slots__ = ()
+    _ALIASES: ClassVar[dict[str, str]] = {}
+    """Names other APIs use (libbpf's) -> this class's field."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        cls = type(self)
+        if name not in _field_names(cls) and not isinstance(getattr(cls, name, None), property):
+            raise AttributeError(f"{cls.__name__} has no field {name!r}{_suggest(cls, name)}", name=name, obj=self)
+        object.__setattr__(self, name, value)
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
+    return names
+
+
+def _suggest(cls: type, name: str) -> str:
+    right = cls._ALIASES.get(name)  # type: ignore[attr-defined]
+    names = sorted(_field_names(cls))
+    if right is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=1)
+        right = close[0] if close else None
+    return f"; did you mean {right!r}?" if right else f"; fields: {', '.join(names)}"
+
+
 @dataclass
-class ProgramSpec:
+class ProgramSpec(_FieldsOnly):
     """A program (an entry function); its section decides type and attach point."""
 
     name: str
@@ -107,6 +143,9 @@ class ProgramSpec:
     function: Function = field(repr=False)
     prog_flags: int = 0
     """Extra PROG_LOAD flags (BPF_F_XDP_HAS_FRAGS for ``xdp.frags``); sleepable adds BPF_F_SLEEPABLE."""
+
+    _ALIASES: ClassVar[dict[str, str]] = {"type": "prog_type", "flags": "prog_flags",
+                                          "attach_type": "expected_attach_type"}
 
     @property
     def insns(self) -> list[Insn]:
@@ -129,7 +168,7 @@ class ProgramSpec:
 
 
 @dataclass
-class MapSpec:
+class MapSpec(_FieldsOnly):
     """A map to create: from ``.maps``, or an internal map for global data / ``.kconfig``."""
 
     name: str
@@ -158,6 +197,9 @@ class MapSpec:
     """ELF section the definition came from."""
     section_offset: int = 0
     internal: bool = False
+
+    _ALIASES: ClassVar[dict[str, str]] = {"map_flags": "flags", "map_type": "type", "initial_value": "data",
+                                          "inner_map": "inner"}
 
     @property
     def readonly(self) -> bool:
