@@ -169,7 +169,8 @@ def resolve_decoder(record_type: Any, btf: Any, what: str) -> tuple[Decoder | No
     bytes a record needs).
 
     ``None``: no decoding; a ``str``/``int``: that BTF type of ``btf`` through a
-    :class:`~corepy.btf.codec.Codec`; a ``Codec``; a ``struct.Struct`` (records become tuples)."""
+    :class:`~corepy.btf.codec.Codec`; a ``Codec``; a ``struct.Struct`` (records become tuples);
+    a class with ``SIZE`` and ``from_bytes(data, offset)``, such as a skeleton's record class."""
     if record_type is None:
         return None, None, 0
     if isinstance(record_type, struct.Struct):
@@ -193,5 +194,7 @@ def resolve_decoder(record_type: Any, btf: Any, what: str) -> tuple[Decoder | No
             type_id = ids[0]
         codec = Codec(btf, type_id)
         return codec.decode, None, codec.size
-    raise TypeError(f"{what}: record_type must be a BTF type name or id, a Codec or a struct.Struct, "
-                    f"not {type(record_type).__name__}")
+    if isinstance(record_type, type) and hasattr(record_type, "from_bytes") and hasattr(record_type, "SIZE"):
+        return record_type.from_bytes, None, int(record_type.SIZE)
+    raise TypeError(f"{what}: record_type must be a BTF type name or id, a Codec, a struct.Struct "
+                    f"or a record class (SIZE + from_bytes), not {type(record_type).__name__}")

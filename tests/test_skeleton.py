@@ -822,3 +822,25 @@ def test_bootstrap_event_records_and_min_duration(tmp_path: Path, no_fd_leak: No
     assert short not in {e.pid for e in events}
     (slept,) = [e for e in events if e.pid == long_]
     assert slept.duration_ns >= 200_000_000 and slept.comm == "sleep"
+
+
+@requires_root
+def test_ring_buffer_decodes_into_generated_record_class(tmp_path: Path, no_fd_leak: None) -> None:
+    from corepy.ringbuf import RingBuffer
+
+    module = load_module(generate(tmp_path, FIXTURES / "bootstrap.bpf.o", "--types", "event"))
+    Event = module.Event
+    got: list[Any] = []
+    with module.BootstrapSkeleton.open() as skel:
+        skel.load()
+        skel.attach()
+        with RingBuffer(skel.maps.rb, got.append, record_type=Event) as ring:
+            child = subprocess.Popen(["/bin/sh", "-c", "exit 5"])
+            child.wait()
+            deadline = time.monotonic() + 5
+            while not any(e.exit_event and e.pid == child.pid for e in got):
+                assert time.monotonic() < deadline, "no exit event through the record class"
+                ring.poll(0.05)
+    assert all(type(e) is Event for e in got)
+    exit_event = next(e for e in got if e.exit_event and e.pid == child.pid)
+    assert exit_event.exit_code == 5 and exit_event.comm == "sh"
