@@ -446,6 +446,44 @@ def test_open_and_lookup_need_no_construct() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_type_classes_behave_as_frozen_slotted_dataclasses() -> None:
+    """The model's classes (methods generated in one batch) act exactly as
+    ``@dataclass(frozen=True, slots=True)`` would: signature, repr, equality, hashing, frozenness,
+    slots, match args, copy/pickle and ``dataclasses.replace``."""
+    import copy
+    import dataclasses
+    import inspect
+    import pickle
+
+    from corepy.btf import types
+
+    classes = [c for c in vars(types).values() if isinstance(c, type) and dataclasses.is_dataclass(c)]
+    assert len(classes) == 24
+    for cls in classes:
+        fields = dataclasses.fields(cls)
+        spec = [(f.name, f.type) if f.default is dataclasses.MISSING else
+                (f.name, f.type, dataclasses.field(default=f.default, init=f.init)) for f in fields]
+        ref = dataclasses.make_dataclass(cls.__name__, spec, frozen=True, slots=True)
+        assert str(inspect.signature(cls)) == str(inspect.signature(ref))
+        assert cls.__slots__ == ref.__slots__ and cls.__match_args__ == ref.__match_args__
+        kw = {f.name: f"{f.name}-value" for f in fields if f.init and f.default is dataclasses.MISSING}
+        ours, theirs = cls(**kw), ref(**kw)
+        assert repr(ours) == repr(theirs) and hash(ours) == hash(theirs)
+        assert ours == cls(**kw) and hash(ours) == hash(cls(**kw)) and ours != theirs and ours != 0
+        for f in fields:
+            other = dataclasses.replace(ours, **{f.name: "changed"}) if f.init else None
+            if other is not None:
+                assert other != ours and getattr(other, f.name) == "changed"
+                assert repr(other) == repr(dataclasses.replace(theirs, **{f.name: "changed"}))
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(ours, f.name, 1)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                delattr(ours, f.name)
+        assert not hasattr(ours, "__dict__")
+        assert copy.copy(ours) == ours == pickle.loads(pickle.dumps(ours))
+        assert dataclasses.asdict(ours) == dataclasses.asdict(theirs)
+
+
 def test_from_file_errors(tmp_path: Path) -> None:
     with pytest.raises(BTFError, match="cannot read"):
         BTF.from_file(tmp_path / "missing")

@@ -11,9 +11,96 @@ built by hand leave it at -1 and the writer interns their names.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from dataclasses import dataclass, field
 import typing
+from dataclasses import field
+from operator import attrgetter
+
+
+_RECORDS: list[type] = []
+
+
+def _record(cls: type) -> type:
+    """``@dataclass(frozen=True, slots=True)`` made cheaper to import: the fields come from
+    dataclasses (so ``dataclasses.fields``/``replace``/``asdict`` work), the methods from
+    :func:`_compile_records` (one ``compile`` for all classes instead of ~6 per class)."""
+    dataclasses.dataclass(cls, init=False, repr=False, eq=False)  # the fields, no methods
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    body = {k: v for k, v in cls.__dict__.items() if k not in names and k not in ("__dict__", "__weakref__")}
+    slotted = type(cls)(cls.__name__, cls.__bases__, {**body, "__slots__": names})
+    slotted.__qualname__ = cls.__qualname__
+    params = slotted.__dataclass_params__
+    for flag in ("init", "repr", "eq", "frozen", "slots"):
+        if hasattr(params, flag):
+            setattr(params, flag, True)
+    _RECORDS.append(slotted)
+    return slotted
+
+
+def _frozen_setattr(self, name: str, value: object) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _getstate(self) -> list:
+    return [getattr(self, name) for name in self.__slots__]
+
+
+def _setstate(self, state: list) -> None:
+    for name, value in zip(self.__slots__, state):
+        object.__setattr__(self, name, value)
+
+
+def _repr(self) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+    return f"{self.__class__.__qualname__}({shown})"
+
+
+def _eq(self, other: object) -> bool:
+    if other.__class__ is self.__class__:
+        return self._values(self) == self._values(other)
+    return NotImplemented
+
+
+def _hash(self) -> int:
+    return hash(self._values(self))
+
+
+def _compile_records() -> None:
+    """Give every :func:`_record` class the methods dataclasses would (all fields compared, hashed
+    and shown): a generated ``__init__`` (all compiled as one source), the others shared."""
+    env: dict[str, object] = {"_set": object.__setattr__}
+    source = []
+    for cls in _RECORDS:
+        n = cls.__name__
+        params, assigns = [], []
+        for f in dataclasses.fields(cls):
+            value = f.name
+            if f.default is not dataclasses.MISSING:
+                env[f"_{n}_{f.name}"] = f.default
+                if f.init:
+                    params.append(f"{f.name}=_{n}_{f.name}")
+                else:
+                    value = f"_{n}_{f.name}"
+            elif f.init:
+                params.append(f.name)
+            assigns.append(f"_set(self, {f.name!r}, {value})")
+        source.append(f"def {n}(self, {', '.join(params)}):\n    " + "\n    ".join(assigns))
+    exec(compile("\n".join(source), __file__, "exec"), env)
+    for cls in _RECORDS:
+        init = env[cls.__name__]
+        init.__name__, init.__qualname__ = "__init__", f"{cls.__qualname__}.__init__"  # type: ignore[union-attr]
+        init.__annotations__ = {f.name: f.type for f in dataclasses.fields(cls) if f.init} | {"return": None}
+        cls.__init__ = init  # type: ignore[misc]
+        cls._values = staticmethod(attrgetter(*cls.__slots__))  # type: ignore[attr-defined]
+        cls.__repr__, cls.__eq__, cls.__hash__ = _repr, _eq, _hash  # type: ignore[assignment,method-assign]
+        cls.__setattr__, cls.__delattr__ = _frozen_setattr, _frozen_delattr  # type: ignore[method-assign]
+        cls.__getstate__, cls.__setstate__ = _getstate, _setstate  # type: ignore[attr-defined]
+    _RECORDS.clear()
 
 
 class Kind(enum.IntEnum):
@@ -58,7 +145,7 @@ class Linkage(enum.IntEnum):
     EXTERN = 2
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Member:
     """A struct/union member. ``bit_offset`` from the start of the parent;
     ``bitfield_size`` is 0 unless the member is a bitfield."""
@@ -70,7 +157,7 @@ class Member:
     name_off: int = -1
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class EnumValue:
     """An enumerator; ``value`` is already sign-interpreted per the enum's signedness."""
 
@@ -79,7 +166,7 @@ class EnumValue:
     name_off: int = -1
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Param:
     """A FUNC_PROTO parameter (name may be empty; a trailing ``type_id == 0`` means ``...``)."""
 
@@ -88,7 +175,7 @@ class Param:
     name_off: int = -1
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class VarSecinfo:
     """A DATASEC entry: the VAR (or FUNC for ksym sections) at ``offset`` of ``size`` bytes."""
 
@@ -97,16 +184,20 @@ class VarSecinfo:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Void:
+    """The void type (id 0)."""
+
     id: int = 0
     name: str = ""
     kind: Kind = Kind.UNKN
     name_off: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Int:
+    """INT; ``encoding`` says signed/char/bool, ``bits`` its width."""
+
     id: int
     name: str
     size: int
@@ -121,8 +212,10 @@ class Int:
         return bool(self.encoding & IntEncoding.SIGNED)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Ptr:
+    """PTR to ``type_id``."""
+
     id: int
     type_id: int
     name: str = ""
@@ -130,8 +223,10 @@ class Ptr:
     kind: Kind = field(default=Kind.PTR, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Array:
+    """ARRAY of ``nelems`` ``type_id`` elements indexed by ``index_type_id``."""
+
     id: int
     type_id: int
     index_type_id: int
@@ -141,7 +236,7 @@ class Array:
     kind: Kind = field(default=Kind.ARRAY, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Struct:
     """STRUCT; ``kind_flag`` set means members carry bitfield sizes."""
 
@@ -154,8 +249,10 @@ class Struct:
     kind: Kind = field(default=Kind.STRUCT, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Union:
+    """UNION; ``kind_flag`` set means members carry bitfield sizes."""
+
     id: int
     name: str
     size: int
@@ -165,7 +262,7 @@ class Union:
     kind: Kind = field(default=Kind.UNION, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Enum:
     """ENUM (32-bit values); ``signed`` is the kind_flag."""
 
@@ -178,8 +275,10 @@ class Enum:
     kind: Kind = field(default=Kind.ENUM, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Enum64:
+    """ENUM64 (64-bit values); ``signed`` is the kind_flag."""
+
     id: int
     name: str
     size: int
@@ -189,7 +288,7 @@ class Enum64:
     kind: Kind = field(default=Kind.ENUM64, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Fwd:
     """A forward declaration; ``union`` is the kind_flag (``union X;`` vs ``struct X;``)."""
 
@@ -200,8 +299,10 @@ class Fwd:
     kind: Kind = field(default=Kind.FWD, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Typedef:
+    """TYPEDEF ``name`` for ``type_id``."""
+
     id: int
     name: str
     type_id: int
@@ -209,8 +310,10 @@ class Typedef:
     kind: Kind = field(default=Kind.TYPEDEF, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Volatile:
+    """VOLATILE ``type_id``."""
+
     id: int
     type_id: int
     name: str = ""
@@ -218,8 +321,10 @@ class Volatile:
     kind: Kind = field(default=Kind.VOLATILE, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Const:
+    """CONST ``type_id``."""
+
     id: int
     type_id: int
     name: str = ""
@@ -227,8 +332,10 @@ class Const:
     kind: Kind = field(default=Kind.CONST, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Restrict:
+    """RESTRICT ``type_id``."""
+
     id: int
     type_id: int
     name: str = ""
@@ -236,7 +343,7 @@ class Restrict:
     kind: Kind = field(default=Kind.RESTRICT, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Func:
     """FUNC: ``type_id`` is its FUNC_PROTO; ``linkage`` is stored in vlen."""
 
@@ -248,8 +355,10 @@ class Func:
     kind: Kind = field(default=Kind.FUNC, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class FuncProto:
+    """FUNC_PROTO: return type and parameters."""
+
     id: int
     return_type_id: int
     params: tuple[Param, ...]
@@ -258,8 +367,10 @@ class FuncProto:
     kind: Kind = field(default=Kind.FUNC_PROTO, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Var:
+    """VAR: a global variable of ``type_id``."""
+
     id: int
     name: str
     type_id: int
@@ -268,8 +379,10 @@ class Var:
     kind: Kind = field(default=Kind.VAR, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Datasec:
+    """DATASEC: the variables of an ELF data section."""
+
     id: int
     name: str
     size: int
@@ -278,8 +391,10 @@ class Datasec:
     kind: Kind = field(default=Kind.DATASEC, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Float:
+    """FLOAT of ``size`` bytes."""
+
     id: int
     name: str
     size: int
@@ -287,7 +402,7 @@ class Float:
     kind: Kind = field(default=Kind.FLOAT, init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class DeclTag:
     """DECL_TAG on ``type_id``; ``component_idx`` -1 for the type itself, else a member/param index."""
 
@@ -301,8 +416,10 @@ class DeclTag:
     """Set: the tag is a C attribute (``__attribute__((...))``), not a btf_decl_tag string."""
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class TypeTag:
+    """TYPE_TAG ``name`` on ``type_id``."""
+
     id: int
     name: str
     type_id: int
@@ -311,6 +428,8 @@ class TypeTag:
     kind_flag: bool = False
     """Set: the tag is a C type attribute (e.g. ``address_space(1)``), not a btf_type_tag string."""
 
+
+_compile_records()
 
 Type = typing.Union[
     Void, Int, Ptr, Array, Struct, Union, Enum, Enum64, Fwd, Typedef, Volatile, Const,
