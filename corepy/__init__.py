@@ -21,6 +21,7 @@ _LAZY = {
     "RingBuffer": "corepy.ringbuf",
     "PerfBuffer": "corepy.perfbuf",
     "BTF": "corepy.btf",
+    "btf_from_id": "corepy.maps",
 }
 
 
