@@ -138,7 +138,8 @@ def main() -> int:
     print(f"with the on-disk index cache (COREPY_BTF_CACHE=1 / cache=True): open+index median {cached_ms:.1f} ms "
           f"(first run, building and writing it: {building['open_ms']:.1f} ms), "
           f"lookups {med(cached, 'lookup_ms'):.1f} ms, RSS growth {med(cached, 'rss_mb'):.1f} MB")
-    print(f"open_ms={open_ms:.1f} whole_ms={whole_ms:.1f} libbpf_ms={libbpf_ms:.1f} ratio={open_ms / libbpf_ms:.1f} "
+    print(f"open_ms={open_ms:.1f} import_ms={med(ours, 'import_ms'):.1f} whole_ms={whole_ms:.1f} "
+          f"libbpf_ms={libbpf_ms:.1f} ratio={open_ms / libbpf_ms:.1f} "
           f"whole_ratio={whole_ms / libbpf_ms:.1f} lookup1000_ms={med(ours, 'lookup_ms'):.1f} "
           f"libbpf_lookup1000_ms={med(theirs, 'lookup_ms'):.1f} rss_mb={med(ours, 'rss_mb'):.1f} "
           f"cached_open_ms={cached_ms:.1f} cached_ratio={cached_ms / libbpf_ms:.1f}")

@@ -100,7 +100,7 @@ def _names_at(strtab: bytes, offsets: list[int]) -> list[bytes] | None:
     base = ctypes.cast(ctypes.c_char_p(strtab), ctypes.c_void_p).value
     # the pointers base + offset as one big-integer addition over pointer-sized lanes (no carries: each fits)
     lanes = int.from_bytes(array("Q" if width == 8 else "I", offsets), order)
-    lanes += base * int.from_bytes((1).to_bytes(width, order) * n, order)
+    lanes += int.from_bytes(base.to_bytes(width, order) * n, order)
     pointers = (ctypes.c_char_p * n).from_buffer(bytearray(lanes.to_bytes(width * n, order)))
     return pointers[:]
 
