@@ -528,6 +528,19 @@ def test_dropping_or_closing_a_file_btf_leaves_no_fd_or_mapping() -> None:
             gc.enable()
 
 
+def test_object_btf_with_ext_is_freed_by_refcounting(program: Path) -> None:
+    gc.disable()
+    try:
+        btf = BTF.from_file(program)
+        assert btf.ext is not None and btf.ext.core_relos
+        btf.ids_by_name("task")
+        dead = weakref.ref(btf)
+        del btf
+        assert dead() is None
+    finally:
+        gc.enable()
+
+
 def test_corrupt_file_leaves_no_fd(tmp_path: Path) -> None:
     bad = tmp_path / "bad.btf"
     head = struct.pack("<HBBIIIII", fmt.BTF_MAGIC, 1, 0, 24, 0, 12, 12, 1)

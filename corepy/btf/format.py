@@ -105,6 +105,8 @@ class Layout:
         return self._construct
 
     def __getattr__(self, attr: str):
+        if attr.startswith("_"):  # (a slot not set yet: never recurse through construct)
+            raise AttributeError(attr)
         return getattr(self.construct, attr)
 
     def __repr__(self) -> str:

@@ -6,6 +6,10 @@ Type ids are global: for split BTF they continue after the base's last id, and
 Opening a blob is one fast pass over the type section that records where each
 type starts and its name offset; a type is decoded the first time it is asked
 for (then cached), and the name index is built on the first lookup by name.
+
+:meth:`BTF.from_file` maps a raw BTF file rather than reading it; the mapping
+lives as long as the BTF (plain refcounting: no cycles) or until
+:meth:`BTF.close` / the end of a ``with`` block.
 """
 
 from __future__ import annotations
