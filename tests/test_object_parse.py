@@ -241,6 +241,55 @@ def test_lookup_errors_name_choices():
         obj.map("nope")
 
 
+def test_elf_reader_agrees_with_pyelftools(object_path):
+    """corepy's struct-declared ELF reader against pyelftools on every fixture: each section's
+    name/type/flags/link/info/bytes, every symbol, and the relocations of code and .maps."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.enums import ENUM_SH_TYPE_BASE
+
+    from corepy.object.elf import SHF_EXECINSTR, SHT_REL, read_elf
+
+    SH_TYPES = ENUM_SH_TYPE_BASE
+    ours = read_elf(str(object_path))
+    with open(object_path, "rb") as f:
+        elf = ELFFile(f)
+        assert ours.little_endian == elf.little_endian
+        assert len(ours.sections) == elf.num_sections()
+        for sec, ref in zip(ours.sections, elf.iter_sections()):
+            h = ref.header
+            assert (sec.name, sec.flags, sec.size, sec.link, sec.info) == (
+                ref.name, h.sh_flags, h.sh_size, h.sh_link, h.sh_info), sec.name
+            assert sec.type == (h.sh_type if isinstance(h.sh_type, int) else SH_TYPES[h.sh_type]), sec.name
+            assert sec.data == (b"" if h.sh_type in ("SHT_NOBITS", "SHT_NULL") else ref.data()), sec.name
+        symtab = elf.get_section_by_name(".symtab")
+        refs = list(symtab.iter_symbols())
+        assert [s.name for s in ours.symbols] == [r.name for r in refs]
+        assert [(s.value, s.size) for s in ours.symbols] == [(r.entry.st_value, r.entry.st_size) for r in refs]
+        for sec, ref in zip(ours.sections, elf.iter_sections()):
+            if sec.type != SHT_REL:
+                continue
+            target = ours.sections[sec.info]
+            wanted = target.flags & SHF_EXECINSTR or target.name == ".maps"
+            got = [(r.offset, r.symbol.index, r.type) for r in ours.relocs.get(sec.info, [])]
+            expected = [(r.entry.r_offset, r.entry.r_info_sym, r.entry.r_info_type) for r in ref.iter_relocations()]
+            assert got == (expected if wanted else []), sec.name
+
+
+def test_compressed_debug_sections_are_ignored():
+    """``clang -gz`` compresses the DWARF sections (SHF_COMPRESSED); a loader ignores them, so the
+    object parses to the same programs and maps as without."""
+    from test_object_support import LINK_SRC, build_bpf
+
+    from corepy.object.elf import SHF_COMPRESSED, read_elf
+
+    plain = ObjectSpec.from_file(str(link_object()))
+    gz = build_bpf("link_gz", LINK_SRC, ("-gz=zlib",))
+    assert any(s.flags & SHF_COMPRESSED for s in read_elf(str(gz)).sections)
+    obj = ObjectSpec.from_file(str(gz))
+    assert {n: p.insns for n, p in obj.programs.items()} == {n: p.insns for n, p in plain.programs.items()}
+    assert obj.maps.keys() == plain.maps.keys()
+
+
 def test_specs_refuse_names_that_are_not_fields():
     """libbpf's spelling (``map_flags``) or a typo is an AttributeError naming the right field,
     not a new attribute silently ignored at load; the real fields stay assignable."""
