@@ -25,7 +25,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, count
-from operator import ne
+from operator import is_not
 
 from ..errors import BTFError
 
@@ -62,7 +62,8 @@ class NameIndex:
     def _add(self, names: Iterator[bytes], named_pos: list[int]) -> list[int]:
         """Record each name's first position; return the positions whose name came earlier (one C-level pass)."""
         first = self._first
-        return list(compress(named_pos, map(ne, map(first.setdefault, names, named_pos), named_pos)))
+        # setdefault hands back the very object passed in when the name is new: identity tells repeats
+        return list(compress(named_pos, map(is_not, map(first.setdefault, names, named_pos), named_pos)))
 
     def positions(self, key: bytes) -> list[int] | None:
         if not key:
