@@ -326,10 +326,13 @@ class Object:
         return self.links
 
     def detach(self) -> None:
-        """Close every link made by :meth:`attach` (the programs stay loaded)."""
-        while self.links:
-            _, link = self.links.popitem()
-            link.close()
+        """Close every link made by :meth:`attach` (the programs stay loaded), concurrently
+        (:func:`~corepy.links.close_links`: the kernel's per-link RCU waits overlap)."""
+        from .links import close_links
+
+        links = list(reversed(self.links.values()))
+        self.links.clear()
+        close_links(links)
 
     # --- lifetime ----------------------------------------------------------
     def close(self) -> None:
