@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import platform
+import os
 from collections.abc import Callable
 
 from ..errors import NotSupportedError, raise_for_errno
 from .uapi import Cmd
 
-# syscall numbers per architecture (platform.machine() spelling)
+# syscall numbers per architecture (uname machine spelling)
 SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
     "x86_64": {"bpf": 321, "perf_event_open": 298},
     "aarch64": {"bpf": 280, "perf_event_open": 241},
@@ -27,7 +27,7 @@ _syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long]
 
 def syscall_number(name: str) -> int:
     """The number of system call ``name`` on this machine's architecture."""
-    machine = platform.machine()
+    machine = os.uname().machine
     numbers = SYSCALL_NUMBERS.get(machine)
     if numbers is None:
         raise NotSupportedError(f"{name} syscall", f"architecture {machine!r} is not supported (known: x86_64, aarch64)")

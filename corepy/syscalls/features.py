@@ -12,11 +12,10 @@ import errno
 import functools
 import mmap
 import os
-import platform
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..asm.insn import ALU64, CALL_INSN, EXIT_INSN, K, LD_IMM64, MOV, PSEUDO_MAP_VALUE, Insn
 from ..errors import SyscallError, VerifierError
@@ -25,7 +24,10 @@ from .bpf import bpf_errno
 from .fd import FD
 from .load import btf_load, prog_load
 from .maps import map_create
-from .uapi import AttachType, Cmd, Helper, LinkType, MapFlag, MapType, ProgFlag, ProgType
+from .uapi import AttachType, Cmd, LinkType, MapFlag, MapType, ProgFlag, ProgType
+
+if TYPE_CHECKING:
+    from .helpers import Helper
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ def has_mmapable_maps() -> bool:
 
 
 def _kernel_version_code() -> int:
-    parts = (platform.release().split("-")[0].split(".") + ["0", "0"])[:3]
+    parts = (os.uname().release.split("-")[0].split(".") + ["0", "0"])[:3]
     try:
         major, minor, patch = (int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts)
     except ValueError:
@@ -347,6 +349,8 @@ _HELPER_ABSENT = ("invalid func ", "unknown func ", "program of this type cannot
 
 @_probe("helper")
 def _probe_helper(prog_type: int, helper_id: int) -> Probe:
+    from .helpers import Helper
+
     kind = _name(ProgType, prog_type)
     known = int(helper_id) in Helper._value2member_map_
     helper = f"bpf_{Helper(int(helper_id)).name}#{int(helper_id)}" if known else f"helper #{int(helper_id)}"
@@ -375,6 +379,8 @@ def has_helper(prog_type: ProgType | int, helper_id: Helper | int) -> bool:
 
 def has_bpf_cookie() -> bool:
     """Whether tracing programs can read a BPF cookie (``bpf_get_attach_cookie``, libbpf FEAT_BPF_COOKIE)."""
+    from .helpers import Helper
+
     return has_helper(ProgType.TRACEPOINT, Helper.get_attach_cookie)
 
 
@@ -516,10 +522,10 @@ _SYSCALL_PREFIX = {"x86_64": "__x64_", "aarch64": "__arm64_", "arm64": "__arm64_
 
 @_probe("syscall_wrapper")
 def _probe_syscall_wrapper() -> Probe:
-    prefix = _SYSCALL_PREFIX.get(platform.machine(), "")
+    prefix = _SYSCALL_PREFIX.get(os.uname().machine, "")
     symbol = f"{prefix}sys_bpf"
     if not prefix:
-        return Probe(False, f"no syscall wrapper prefix known for {platform.machine()}")
+        return Probe(False, f"no syscall wrapper prefix known for {os.uname().machine}")
     try:
         with open("/proc/kallsyms") as f:
             for line in f:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 
 from ..errors import CorepyError, NotSupportedError
 
@@ -23,6 +22,8 @@ def tracefs_root() -> str:
             return path
     target = CANDIDATES[0]
     if os.path.isdir(target) and os.geteuid() == 0:
+        import subprocess  # only here: its import costs ~3 ms on every attach otherwise
+
         done = subprocess.run(["mount", "-t", "tracefs", "tracefs", target], capture_output=True, text=True)
         if done.returncode == 0 and _is_tracefs(target):
             return target
