@@ -148,6 +148,10 @@ class BTF:
         self._index: NameIndex | HashedNameIndex | None = None
         self._cache_key: bytes | None = None
         cached = None
+        self._offsets: array | memoryview
+        """Word index of each own type's btf_type in the type section."""
+        self._name_offs: Sequence[int]
+        """Name offset of each own type."""
         if cache and base is None:
             self._cache_key = blob_digest(self._buf)
             cached = load_cache(self._cache_key, len(self._buf), self.start_id)
@@ -188,19 +192,20 @@ class BTF:
                     return cls._from_elf(f, path, base)
                 f.seek(0)
                 mapping = _map(f)
-                data = memoryview(mapping) if mapping is not None else f.read()
+                data = f.read() if mapping is None else b""
         except OSError as e:
             raise BTFError(f"cannot read BTF file: {e.strerror or e}", source=path) from e
         if mapping is None:
             return cls.from_bytes(data, base=base, source=path, cache=cache)
+        view = memoryview(mapping)
         try:
-            btf = cls.from_bytes(data, base=base, source=path, cache=cache)
+            btf = cls.from_bytes(view, base=base, source=path, cache=cache)
         except BTFError as e:
             e.__traceback__ = None  # its frames hold views of the mapping: drop them, then unmap
-            data.release()
+            view.release()
             _unmap(mapping)
             raise
-        data.release()
+        view.release()
         btf._mapping = mapping
         return btf
 
@@ -254,7 +259,7 @@ class BTF:
         """The running kernel's /sys/kernel/btf/vmlinux, opened once per process and cached
         (with the on-disk index cache when ``COREPY_BTF_CACHE=1``)."""
         global _kernel
-        if _kernel is None:
+        if _kernel is None or _kernel._closed:  # (someone closed the shared one: map it again)
             _kernel = cls.from_file(_KERNEL_BTF_PATH, cache=os.environ.get("COREPY_BTF_CACHE") == "1")
         return _kernel
 
@@ -310,7 +315,7 @@ class BTF:
             words.byteswap()
         return words
 
-    def _scan(self) -> tuple[array, array]:
+    def _scan(self) -> tuple[array, Sequence[int]]:
         """One pass over the type section: the word index where each type starts, and its name offset."""
         words = self._type_words()
         sizes = self._codec.words_by_info

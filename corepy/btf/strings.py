@@ -23,7 +23,7 @@ import os
 import sys
 import zlib
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, count
 from operator import is_not
 
@@ -59,7 +59,7 @@ class NameIndex:
             name = read(name_offs[pos])
             self._shared.setdefault(name, [self._first[name]]).append(pos)
 
-    def _add(self, names: Iterator[bytes], named_pos: list[int]) -> list[int]:
+    def _add(self, names: Iterable[bytes], named_pos: list[int]) -> list[int]:
         """Record each name's first position; return the positions whose name came earlier (one C-level pass)."""
         first = self._first
         # setdefault hands back the very object passed in when the name is new: identity tells repeats
@@ -98,12 +98,12 @@ def _names_at(strtab: bytes, offsets: list[int]) -> list[bytes] | None:
     import ctypes
 
     order, width, n = sys.byteorder, ctypes.sizeof(ctypes.c_char_p), len(offsets)
-    base = ctypes.cast(ctypes.c_char_p(strtab), ctypes.c_void_p).value
+    base = ctypes.cast(ctypes.c_char_p(strtab), ctypes.c_void_p).value or 0
     # the pointers base + offset as one big-integer addition over pointer-sized lanes (no carries: each fits)
     lanes = int.from_bytes(array("Q" if width == 8 else "I", offsets), order)
     lanes += int.from_bytes(base.to_bytes(width, order) * n, order)
     pointers = (ctypes.c_char_p * n).from_buffer(bytearray(lanes.to_bytes(width * n, order)))
-    return pointers[:]
+    return pointers[:]  # type: ignore[return-value]  # (no NULL pointer among them: never None)
 
 
 def _checked(string_bytes: Callable[[int], bytes]) -> Callable[[int], bytes]:
@@ -119,7 +119,7 @@ class HashedNameIndex:
     """An open-addressing hash table (crc32, linear probing) of name -> first position, plus a
     ``next`` chain linking the positions of types sharing a name. Hits are checked against ``strtab``."""
 
-    def __init__(self, slots: memoryview | array, chain: memoryview | array, name_offs: memoryview | array,
+    def __init__(self, slots: memoryview | array, chain: memoryview | array, name_offs: Sequence[int],
                  strtab: bytes):
         self._slots = slots
         self._mask = len(slots) - 1
@@ -128,7 +128,7 @@ class HashedNameIndex:
         self._strtab = strtab
 
     @classmethod
-    def build(cls, by_name: dict[bytes, list[int]], name_offs: array, strtab: bytes) -> HashedNameIndex:
+    def build(cls, by_name: dict[bytes, list[int]], name_offs: Sequence[int], strtab: bytes) -> HashedNameIndex:
         size = 1
         while size < 2 * len(by_name) + 1:
             size <<= 1
@@ -241,7 +241,7 @@ def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, mem
     return views[0], views[1], views[2], views[3]
 
 
-def store_cache(digest: bytes, size: int, start_id: int, starts: array, name_offs: Sequence[int],
+def store_cache(digest: bytes, size: int, start_id: int, starts: array | memoryview, name_offs: Sequence[int],
                 index: HashedNameIndex) -> None:
     """Write the cache (atomically, mode 0600); failures are ignored: the cache is an optimisation."""
     slots, chain = index.arrays()

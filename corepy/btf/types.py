@@ -18,18 +18,26 @@ from dataclasses import field
 from operator import attrgetter
 
 
-_RECORDS: list[type] = []
+_RECORDS: list[typing.Any] = []
+
+if typing.TYPE_CHECKING:
+    from typing import dataclass_transform
+else:  # (typing has it from 3.11; only type checkers need it)
+    dataclass_transform = getattr(typing, "dataclass_transform", lambda **kw: lambda f: f)
+
+_T = typing.TypeVar("_T")
 
 
-def _record(cls: type) -> type:
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def _record(cls: type[_T]) -> type[_T]:
     """``@dataclass(frozen=True, slots=True)`` made cheaper to import: the fields come from
     dataclasses (so ``dataclasses.fields``/``replace``/``asdict`` work), the methods from
     :func:`_compile_records` (one ``compile`` for all classes instead of ~6 per class)."""
-    dataclasses.dataclass(cls, init=False, repr=False, eq=False)  # the fields, no methods
-    names = tuple(f.name for f in dataclasses.fields(cls))
-    body = {k: v for k, v in cls.__dict__.items() if k not in names and k not in ("__dict__", "__weakref__")}
-    slotted = type(cls)(cls.__name__, cls.__bases__, {**body, "__slots__": names})
-    slotted.__qualname__ = cls.__qualname__
+    plain: typing.Any = dataclasses.dataclass(cls, init=False, repr=False, eq=False)  # the fields, no methods
+    names = tuple(f.name for f in dataclasses.fields(plain))
+    body = {k: v for k, v in plain.__dict__.items() if k not in names and k not in ("__dict__", "__weakref__")}
+    slotted = type(plain)(plain.__name__, plain.__bases__, {**body, "__slots__": names})
+    slotted.__qualname__ = plain.__qualname__
     params = slotted.__dataclass_params__
     for flag in ("init", "repr", "eq", "frozen", "slots"):
         if hasattr(params, flag):
@@ -38,42 +46,42 @@ def _record(cls: type) -> type:
     return slotted
 
 
-def _frozen_setattr(self, name: str, value: object) -> None:
+def _frozen_setattr(self: typing.Any, name: str, value: object) -> None:
     raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
 
 
-def _frozen_delattr(self, name: str) -> None:
+def _frozen_delattr(self: typing.Any, name: str) -> None:
     raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
 
-def _getstate(self) -> list:
+def _getstate(self: typing.Any) -> list:
     return [getattr(self, name) for name in self.__slots__]
 
 
-def _setstate(self, state: list) -> None:
+def _setstate(self: typing.Any, state: list) -> None:
     for name, value in zip(self.__slots__, state):
         object.__setattr__(self, name, value)
 
 
-def _repr(self) -> str:
+def _repr(self: typing.Any) -> str:
     shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
     return f"{self.__class__.__qualname__}({shown})"
 
 
-def _eq(self, other: object) -> bool:
+def _eq(self: typing.Any, other: typing.Any) -> bool:
     if other.__class__ is self.__class__:
         return self._values(self) == self._values(other)
     return NotImplemented
 
 
-def _hash(self) -> int:
+def _hash(self: typing.Any) -> int:
     return hash(self._values(self))
 
 
 def _compile_records() -> None:
     """Give every :func:`_record` class the methods dataclasses would (all fields compared, hashed
     and shown): a generated ``__init__`` (all compiled as one source), the others shared."""
-    env: dict[str, object] = {"_set": object.__setattr__}
+    env: dict[str, typing.Any] = {"_set": object.__setattr__}
     source = []
     for cls in _RECORDS:
         n = cls.__name__
@@ -93,13 +101,13 @@ def _compile_records() -> None:
     exec(compile("\n".join(source), __file__, "exec"), env)
     for cls in _RECORDS:
         init = env[cls.__name__]
-        init.__name__, init.__qualname__ = "__init__", f"{cls.__qualname__}.__init__"  # type: ignore[union-attr]
+        init.__name__, init.__qualname__ = "__init__", f"{cls.__qualname__}.__init__"
         init.__annotations__ = {f.name: f.type for f in dataclasses.fields(cls) if f.init} | {"return": None}
-        cls.__init__ = init  # type: ignore[misc]
-        cls._values = staticmethod(attrgetter(*cls.__slots__))  # type: ignore[attr-defined]
-        cls.__repr__, cls.__eq__, cls.__hash__ = _repr, _eq, _hash  # type: ignore[assignment,method-assign]
-        cls.__setattr__, cls.__delattr__ = _frozen_setattr, _frozen_delattr  # type: ignore[method-assign]
-        cls.__getstate__, cls.__setstate__ = _getstate, _setstate  # type: ignore[attr-defined]
+        cls.__init__ = init
+        cls._values = staticmethod(attrgetter(*cls.__slots__))
+        cls.__repr__, cls.__eq__, cls.__hash__ = _repr, _eq, _hash
+        cls.__setattr__, cls.__delattr__ = _frozen_setattr, _frozen_delattr
+        cls.__getstate__, cls.__setstate__ = _getstate, _setstate
     _RECORDS.clear()
 
 
