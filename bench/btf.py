@@ -5,7 +5,9 @@ the decode cache are honest); libbpf's ``btf__parse`` is called through ctypes
 on Debian's libbpf1, also in a fresh process. Reported:
 
 - ``open_ms``: corepy ``BTF.from_file`` + the name index (first lookup), import excluded
-- ``whole_ms``: the same including ``import corepy.btf`` (interpreter start excluded)
+- ``import_ms``: ``from corepy.btf import BTF, Kind`` in a fresh interpreter (byte-code caches as found:
+  with ``PYTHONDONTWRITEBYTECODE`` set, stale ``__pycache__`` entries make it a compile-time figure)
+- ``whole_ms``: open_ms + import_ms (interpreter start excluded)
 - ``libbpf_ms``: ``btf__parse`` of the same file; ``ratio`` = open_ms / libbpf_ms
 - ``lookup1000_ms``: 1,000 struct lookups by name with their members decoded (fresh BTF)
 - ``libbpf_lookup1000_ms``: the same names with ``btf__find_by_name_kind`` (a linear scan in libbpf)
