@@ -51,6 +51,12 @@ class _Patcher:
         self.btf = btf
         self.o = "<" if btf.byte_order == "little" else ">"
 
+    def ids_of_kind(self, kind: Kind) -> list[int]:
+        """Ids of this blob's types of ``kind``, read from their info words (nothing decoded)."""
+        btf, info, want = self.btf, struct.Struct(self.o + "I"), int(kind)
+        return [i for i in range(btf.start_id, len(btf))
+                if (info.unpack_from(self.buf, btf.type_offset(i) + 4)[0] >> 24) & 0x1F == want]
+
     def u32(self, off: int, value: int) -> None:
         struct.pack_into(self.o + "I", self.buf, off, value & 0xFFFFFFFF)
 
@@ -92,8 +98,9 @@ def prepare_btf(raw: bytes, btf, elf: ElfObject, kconfig_offsets: Mapping[str, i
     for s in elf.symbols:
         if s.type == STT_OBJECT and s.bind in (STB_GLOBAL, STB_WEAK) and s.name not in var_syms:
             var_syms[s.name] = s
-    for t in btf.types():
-        if isinstance(t, Datasec) and t.name not in (".kconfig", ".ksyms"):
+    for type_id in p.ids_of_kind(Kind.DATASEC):
+        t = btf[type_id]
+        if t.name not in (".kconfig", ".ksyms"):
             _fix_datasec(p, t, section_sizes, var_syms, elf.path)
     kcfg = _datasec(btf, ".kconfig")
     if kcfg is not None:

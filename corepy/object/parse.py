@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
-from collections.abc import Iterable
 
 from ..asm.insn import CALL_INSN, LD_IMM64, PSEUDO_CALL, decode
 from ..btf.ext import BTFExt
 from ..btf.spec import BTF
 from ..btf.types import (
-    Array, Datasec, Enum, Enum64, Func, FuncProto, Int, IntEncoding, Kind, Linkage, Ptr, Struct, Var,
+    Array, Enum, Enum64, Func, FuncProto, Int, IntEncoding, Kind, Linkage, Ptr, Struct, Var,
 )
 from ..errors import BTFError, ObjectError
 from ..syscalls.uapi import MapFlag, MapType, ProgFlag, ProgType
@@ -203,16 +201,17 @@ class _Parser:
     # --- externs --------------------------------------------------------------
     def collect_externs(self, btf: BTF) -> list[ExternSpec]:
         """libbpf's ``bpf_object__collect_externs``: sorted, kconfig offsets assigned."""
-        ksym_funcs: dict[str, int] = {}
-        ext_types: dict[str, tuple[int, str]] = {}
-        for t in btf.types():
-            if isinstance(t, Datasec) and t.name in (".kconfig", ".ksyms"):
-                for v in t.vars:
-                    ext_types.setdefault(btf[v.type_id].name, (v.type_id, t.name))
         out: list[ExternSpec] = []
-        for sym in self.elf.symbols:
-            if not sym.is_extern or not sym.name:
-                continue
+        self.kconfig_size = 0
+        externs = [sym for sym in self.elf.symbols if sym.is_extern and sym.name]
+        if not externs:
+            return out
+        ext_types: dict[str, tuple[int, str]] = {}
+        sections = sorted(btf.find(".kconfig", Kind.DATASEC) + btf.find(".ksyms", Kind.DATASEC), key=lambda t: t.id)
+        for t in sections:
+            for v in t.vars:  # type: ignore[union-attr]
+                ext_types.setdefault(btf[v.type_id].name, (v.type_id, t.name))
+        for sym in externs:
             found = ext_types.get(sym.name)
             if found is None:
                 t = next((t for t in btf.find(sym.name) if isinstance(t, (Var, Func))), None)
