@@ -7,14 +7,11 @@ costs ~25 ms to import). Everything downstream sees only the small records below
 malformed input fails here with an ObjectError naming what is wrong.
 """
 
-from __future__ import annotations
-
 import os
 import struct
 import zlib
 from collections import namedtuple
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ObjectError
 
@@ -33,8 +30,7 @@ ELFCOMPRESS_ZLIB = 1
 R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = 1, 2, 3, 4, 10
 
 
-@dataclass(slots=True)
-class ElfSection:
+class ElfSection(NamedTuple):
     index: int
     name: str
     type: int
@@ -50,8 +46,7 @@ class ElfSection:
         return self.type == SHT_PROGBITS and bool(self.flags & SHF_EXECINSTR) and self.size > 0
 
 
-@dataclass(frozen=True, slots=True)
-class ElfSymbol:
+class ElfSymbol(NamedTuple):
     index: int
     name: str
     value: int
@@ -67,21 +62,19 @@ class ElfSymbol:
         return self.shndx == SHN_UNDEF and self.bind in (STB_GLOBAL, STB_WEAK) and self.type == STT_NOTYPE
 
 
-@dataclass(frozen=True, slots=True)
-class ElfReloc:
+class ElfReloc(NamedTuple):
     offset: int
     """Byte offset in the section being relocated."""
     symbol: ElfSymbol
     type: int
 
 
-@dataclass
-class ElfObject:
+class ElfObject(NamedTuple):
     path: str
     little_endian: bool
     sections: list[ElfSection]
     symbols: list[ElfSymbol]
-    relocs: dict[int, list[ElfReloc]] = field(default_factory=dict)
+    relocs: dict[int, list[ElfReloc]]
     """Relocations keyed by the index of the section they apply to."""
 
     def section(self, name: str) -> ElfSection | None:
