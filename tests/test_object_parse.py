@@ -244,6 +244,23 @@ def test_lookup_errors_name_choices():
 def test_elf_reader_agrees_with_pyelftools(object_path):
     """corepy's struct-declared ELF reader against pyelftools on every fixture: each section's
     name/type/flags/link/info/bytes, every symbol, and the relocations of code and .maps."""
+    _agrees_with_pyelftools(object_path)
+
+
+def test_elf_reader_agrees_with_pyelftools_big_endian():
+    from test_object_support import LINK_SRC, build_bpf
+
+    from corepy.object.elf import read_elf
+
+    path = build_bpf("link_bpfeb", LINK_SRC, ("-target", "bpfeb"))
+    assert not read_elf(str(path)).little_endian
+    _agrees_with_pyelftools(path)
+    obj = ObjectSpec.from_file(str(path))
+    assert {n: len(p.insns) for n, p in obj.programs.items()} == {
+        n: len(p.insns) for n, p in ObjectSpec.from_file(str(link_object())).programs.items()}
+
+
+def _agrees_with_pyelftools(object_path):
     from elftools.elf.elffile import ELFFile
     from elftools.elf.enums import ENUM_SH_TYPE_BASE
 
