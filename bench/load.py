@@ -5,8 +5,11 @@
 - ``bpftool prog loadall`` (loads and pins; bpftool 7.1 cannot auto-attach) into a temp bpffs dir,
 - bcc compiling equivalent C (only where python3-bpfcc and kernel headers are installed).
 
-Each is a fresh process, run several times; the median counts. Also prints which imports
-cost corepy the most (``python -X importtime``). Needs root. The last line holds the figures.
+Each is a fresh process, run several times; the median counts. Both Python scripts also
+report their in-process phases (imports+open, load, attach, close); close is mostly the
+kernel's RCU waits as tracepoint perf events are torn down, which both sides pay. Also prints
+which imports cost corepy the most (``python -X importtime``). Needs root. The last line holds
+the figures.
 """
 
 from __future__ import annotations
@@ -26,14 +29,25 @@ OBJ = ROOT / "fixtures" / "bootstrap.bpf.o"
 PY = sys.executable
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 
+# Both scripts print, as their last line, the in-process ms of each phase both sides do:
+# imports+open, load, attach, close (links destroyed, then the object closed).
 COREPY = f"""
+import time
+t0 = time.perf_counter()
 import corepy
 with corepy.open({str(OBJ)!r}) as obj:
+    t1 = time.perf_counter()
     obj.load()
+    t2 = time.perf_counter()
     obj.attach()
+    t3 = time.perf_counter()
+t4 = time.perf_counter()
+print("PHASES", *(f"{{1000 * d:.2f}}" for d in (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 """
 
 LIBBPF_CTYPES = f"""
+import time
+t0 = time.perf_counter()
 import ctypes
 lib = ctypes.CDLL("libbpf.so.1")
 lib.bpf_object__open_file.restype = ctypes.c_void_p
@@ -47,7 +61,9 @@ lib.bpf_link__destroy.argtypes = [ctypes.c_void_p]
 lib.bpf_object__close.argtypes = [ctypes.c_void_p]
 obj = lib.bpf_object__open_file({str(OBJ).encode()!r}, None)
 assert obj, "open failed"
+t1 = time.perf_counter()
 assert lib.bpf_object__load(obj) == 0, "load failed"
+t2 = time.perf_counter()
 links, prog = [], None
 while True:
     prog = lib.bpf_object__next_program(obj, prog)
@@ -56,10 +72,14 @@ while True:
     link = lib.bpf_program__attach(prog)
     assert link and ctypes.c_long(link).value > 0, "attach failed"
     links.append(link)
+t3 = time.perf_counter()
 for link in links:
     lib.bpf_link__destroy(link)
 lib.bpf_object__close(obj)
+t4 = time.perf_counter()
+print("PHASES", *(f"{{1000 * d:.2f}}" for d in (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 """
+PHASES = ("imports+open", "load", "attach", "close")
 
 BCC = r"""
 from bcc import BPF
@@ -89,9 +109,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def timed(cmd: list[str], runs: int = RUNS) -> float:
+def timed(cmd: list[str], runs: int = RUNS, phases: list[list[float]] | None = None) -> float:
     """Median wall time in ms of ``cmd`` as a fresh process, after one untimed warm-up run
-    (fails loudly if it fails)."""
+    (fails loudly if it fails). ``phases`` collects each run's ``PHASES`` line, if it prints one."""
     subprocess.run(cmd, capture_output=True, env=ENV)
     times = []
     for _ in range(runs):
@@ -100,7 +120,15 @@ def timed(cmd: list[str], runs: int = RUNS) -> float:
         times.append((time.perf_counter() - t0) * 1000)
         if done.returncode:
             raise SystemExit(f"{' '.join(cmd[:3])}... failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        if phases is not None:
+            line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PHASES ")), None)
+            if line is not None:
+                phases.append([float(v) for v in line.split()[1:]])
     return statistics.median(times)
+
+
+def phase_text(phases: list[list[float]]) -> str:
+    return ", ".join(f"{name} {statistics.median(r[i] for r in phases):.1f}" for i, name in enumerate(PHASES))
 
 
 def bpftool_loadall() -> float:
@@ -149,10 +177,14 @@ def main() -> None:
         raise SystemExit("bench/load.py needs root (it loads and attaches BPF programs)")
     interp = timed([PY, "-c", "pass"])
     print(f"python start-up (no imports): {interp:.1f} ms")
-    corepy_ms = timed([PY, "-c", COREPY])
+    corepy_phases: list[list[float]] = []
+    libbpf_phases: list[list[float]] = []
+    corepy_ms = timed([PY, "-c", COREPY], phases=corepy_phases)
     print(f"corepy open+load+attach:       {corepy_ms:.1f} ms")
-    libbpf_ms = timed([PY, "-c", LIBBPF_CTYPES])
+    libbpf_ms = timed([PY, "-c", LIBBPF_CTYPES], phases=libbpf_phases)
     print(f"python + libbpf1 via ctypes:   {libbpf_ms:.1f} ms")
+    print(f"  in-process phases, median ms: corepy {phase_text(corepy_phases)}")
+    print(f"                                libbpf {phase_text(libbpf_phases)}")
     bpftool_ms = bpftool_loadall() if shutil.which("bpftool") else float("nan")
     print(f"bpftool prog loadall (no attach): {bpftool_ms:.1f} ms")
     why = bcc_missing()
@@ -166,8 +198,11 @@ def main() -> None:
     for name, ms in import_costs():
         print(f"  {name:30s} {ms:7.1f} ms")
     ratio_bcc = f" ratio_bcc={bcc_ms / corepy_ms:.2f}" if bcc_ms == bcc_ms else ""
+    close = {side: statistics.median(r[3] for r in runs) if runs else float("nan")
+             for side, runs in (("corepy", corepy_phases), ("libbpf", libbpf_phases))}
     print(f"corepy_ms={corepy_ms:.1f} libbpf_py_ms={libbpf_ms:.1f} bpftool_ms={bpftool_ms:.1f} "
-          f"bcc_ms={bcc_ms:.1f} python_startup_ms={interp:.1f} ratio_libbpf={corepy_ms / libbpf_ms:.2f}{ratio_bcc}")
+          f"bcc_ms={bcc_ms:.1f} python_startup_ms={interp:.1f} corepy_close_ms={close['corepy']:.1f} "
+          f"libbpf_close_ms={close['libbpf']:.1f} ratio_libbpf={corepy_ms / libbpf_ms:.2f}{ratio_bcc}")
 
 
 if __name__ == "__main__":
