@@ -31,7 +31,7 @@ R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = 1,
 
 
 class ElfSection(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # (a field shadowing tuple.index is fine at run time)
     name: str
     type: int
     flags: int
@@ -47,7 +47,7 @@ class ElfSection(NamedTuple):
 
 
 class ElfSymbol(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]
     name: str
     value: int
     size: int
@@ -92,7 +92,7 @@ class Layout:
         pairs = [f.split(":") for f in fields.split()]
         code = "".join(c for _, c in pairs)
         self.name = name
-        self.record = namedtuple(name, [n for n, c in pairs if not c.endswith("x")])  # type: ignore[misc]
+        self.record: Any = namedtuple(name, [n for n, c in pairs if not c.endswith("x")])  # type: ignore[misc]
         self.le, self.be = struct.Struct("<" + code), struct.Struct(">" + code)
         self.size = self.le.size
 
@@ -144,7 +144,7 @@ class _Reader:
     def malformed(self, what: str) -> ObjectError:
         return _elf_error(self.path, f"malformed ELF: {what}")
 
-    def unpack(self, layout: Layout, offset: int, what: str = "") -> tuple:
+    def unpack(self, layout: Layout, offset: int, what: str = "") -> Any:
         if offset + layout.size > len(self.data):
             raise self.malformed(f"truncated: {what or layout.name} at {offset:#x} needs {layout.size} bytes, "
                            f"the file has {len(self.data)}")
