@@ -164,14 +164,17 @@ class Object:
 
         spec = self.spec
         custom = self.btf_path is not None
-        target_btf = _read_btf(self.btf_path) if self.btf_path is not None else BTF.kernel()
-        target = Target(target_btf, custom=True) if custom else Target.running_kernel()
+        # the running kernel's BTF is read only when needed: here for CO-RE relocations; ksyms,
+        # kfuncs and BTF attach targets (tp_btf, fentry...) fetch BTF.kernel() themselves
+        has_core = any(f.core_relos for f in spec.functions)
+        target_btf = _read_btf(self.btf_path) if custom else BTF.kernel() if has_core else None
+        target = Target(target_btf, custom=True) if custom else Target.running_kernel() if has_core else None
 
         self.externs = resolve_externs(spec, kconfig=self._kconfig(), features=self._extern_features())
         kcfg = spec.maps.get(".kconfig")
         if kcfg is not None and self.externs.kconfig_data is not None:
             kcfg.data = bytearray(self.externs.kconfig_data.ljust(kcfg.value_size, b"\0"))
-        self.core_records = relocate_core(spec, target)
+        self.core_records = relocate_core(spec, target) if target is not None else []
         linked = {p.name: link(spec, p, core=self.core_records, externs=self.externs)
                   for p in spec.programs.values() if p.autoload}
 
