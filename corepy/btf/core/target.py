@@ -47,7 +47,6 @@ class Target:
         self.custom = custom
         self._modules = modules
         self._cands: dict[tuple[str, int], tuple[Candidate, ...]] = {}
-        self._flavored: dict[int, dict[str, list[str]]] = {}
         self._narrowed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @classmethod
@@ -141,9 +140,9 @@ class Target:
     def _flavors(self, btf: BTF) -> dict[str, list[str]]:
         """essential name -> flavored names (``x___y``) present in ``btf`` (own strings only;
         ids are filtered by the caller). Found by searching the string section for ``___``
-        rather than decoding every name: kernels have very few."""
-        key = id(btf)
-        flavors = self._flavored.get(key)
+        rather than decoding every name: kernels have very few. Kept per BTF for the process
+        (every load makes a new Target on the same cached kernel BTF)."""
+        flavors = _FLAVORED.get(btf)
         if flavors is None:
             flavors = {}
             data = btf.strings_bytes()
@@ -161,8 +160,14 @@ class Target:
                     if ess != name:
                         flavors.setdefault(ess, []).append(name)
                 i = data.find(b"___", end)
-            self._flavored[key] = flavors
+            try:
+                _FLAVORED[btf] = flavors
+            except TypeError:  # a BTF without weakref support: scanned again next time
+                pass
         return flavors
+
+
+_FLAVORED: weakref.WeakKeyDictionary[BTF, dict[str, list[str]]] = weakref.WeakKeyDictionary()
 
 
 def _module_name(btf: BTF) -> str:
