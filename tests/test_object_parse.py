@@ -307,6 +307,40 @@ def test_compressed_debug_sections_are_ignored():
     assert obj.maps.keys() == plain.maps.keys()
 
 
+def test_compressed_loader_section_is_decompressed(tmp_path):
+    """A section a loader needs (.BTF.ext here) compressed with SHF_COMPRESSED/zlib reads as the
+    plain one; a corrupt compression header is an ObjectError."""
+    objcopy = shutil.which("llvm-objcopy-19")
+    if objcopy is None:
+        pytest.skip("llvm-objcopy-19 not installed")
+    from corepy.object.elf import SHF_COMPRESSED, read_elf
+
+    plain_path = link_object()
+    packed = tmp_path / "packed.o"
+    subprocess.run([objcopy, "--compress-sections", ".BTF.ext=zlib", str(plain_path), str(packed)], check=True)
+    elf = read_elf(str(packed))
+    assert [s.name for s in elf.sections if s.flags & SHF_COMPRESSED] == [".BTF.ext"]
+    assert elf.section(".BTF.ext").data == read_elf(str(plain_path)).section(".BTF.ext").data
+    obj, plain = ObjectSpec.from_file(str(packed)), ObjectSpec.from_file(str(plain_path))
+    assert [(f.func_info, f.line_info, f.core_relos) for f in obj.functions] == [
+        (f.func_info, f.line_info, f.core_relos) for f in plain.functions]
+    data = bytearray(packed.read_bytes())
+    start = _section_offset(data, elf, ".BTF.ext")  # where its Elf64_Chdr is
+    struct.pack_into("<Q", data, start + 8, 1 << 40)  # ch_size: a terabyte
+    with pytest.raises(ObjectError, match="uncompressed"):
+        read_elf(bytes(data))
+    struct.pack_into("<I", data, start, 7)  # ch_type: unknown
+    with pytest.raises(ObjectError, match="unsupported compression type 7"):
+        read_elf(bytes(data))
+
+
+def _section_offset(data: bytes, elf, name: str) -> int:
+    """sh_offset of section ``name`` (from the section header table)."""
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    index = elf.section(name).index
+    return struct.unpack_from("<Q", data, shoff + 64 * index + 24)[0]
+
+
 def test_specs_refuse_names_that_are_not_fields():
     """libbpf's spelling (``map_flags``) or a typo is an AttributeError naming the right field,
     not a new attribute silently ignored at load; the real fields stay assignable."""

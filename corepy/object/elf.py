@@ -27,6 +27,7 @@ STV_DEFAULT, STV_INTERNAL, STV_HIDDEN = 0, 1, 2
 SHF_COMPRESSED = 0x800
 SHN_LORESERVE, SHN_XINDEX = 0xFF00, 0xFFFF
 ELFCOMPRESS_ZLIB = 1
+MAX_DECOMPRESSED = 1 << 28  # no BPF object section comes near; keeps a corrupt header from allocating GBs
 R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = 1, 2, 3, 4, 10
 
 
@@ -234,6 +235,8 @@ class _Reader:
         if chdr.ch_type != ELFCOMPRESS_ZLIB:
             raise self.malformed(f"section {name!r}: unsupported compression type {chdr.ch_type}")
         ch_size = chdr.ch_size
+        if ch_size > MAX_DECOMPRESSED:
+            raise self.malformed(f"section {name!r}: claims {ch_size} bytes uncompressed (limit {MAX_DECOMPRESSED})")
         try:
             out = zlib.decompressobj().decompress(data[CHDR.size:], ch_size)
         except zlib.error as e:
