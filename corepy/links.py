@@ -231,9 +231,11 @@ class Link:
 
 def close_links(links: list[Link]) -> None:
     """Close every link, several at a time. Tearing down a tracepoint or perf event waits in the
-    kernel for RCU grace periods (tens of ms per link, in ``close()``); the waits of links closed
-    from different threads overlap, so an object's links detach in about the time of one.
-    Every link is closed even if some fail; the first error is raised after."""
+    kernel for RCU grace periods (tens of ms per link, in ``close()``); closed from different
+    threads, those waits overlap where the kernel allows (tracepoints still unregister one at a
+    time, under its ``event_mutex``). Where no thread can be started (interpreter shutdown) the
+    calling thread closes them all. Every link is closed even if some fail; the first error is
+    raised after."""
     if len(links) < 2:
         for link in links:
             link.close()
@@ -254,10 +256,14 @@ def close_links(links: list[Link]) -> None:
             except BaseException as e:  # noqa: BLE001 - re-raised by the caller's thread
                 errors.append(e)
 
-    workers = [threading.Thread(target=work, name="corepy-link-close", daemon=True)
-               for _ in range(min(len(pending), CLOSE_WORKERS) - 1)]
-    for w in workers:
-        w.start()
+    workers = []
+    for _ in range(min(len(pending), CLOSE_WORKERS) - 1):
+        w = threading.Thread(target=work, name="corepy-link-close", daemon=True)
+        try:
+            w.start()
+        except RuntimeError:  # no new threads (interpreter shutting down): this thread closes the rest
+            break
+        workers.append(w)
     work()
     for w in workers:
         w.join()

@@ -50,6 +50,17 @@ def test_every_link_is_closed_before_the_first_error_is_raised():
     close_links([])
 
 
+def test_links_close_without_threads(monkeypatch):
+    """At interpreter shutdown no thread can start: the caller closes every link itself."""
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    links = [_PipeLink() for _ in range(4)]
+    close_links(links)
+    assert all(link.closed for link in links)
+
+
 @requires_root
 def test_detach_leaves_no_link_in_the_kernel():
     from corepy.errors import SyscallError
