@@ -11,6 +11,9 @@ done
 [ -e /usr/lib/x86_64-linux-gnu/libbpf.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libbpf.so.1 ] || need="$need libbpf1"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v gcc >/dev/null 2>&1 || need="$need gcc"
+command -v readelf >/dev/null 2>&1 || need="$need binutils"
+# Debian's own python3 carries USDT probes (python:gc__start): the USDT attach test's target.
+[ -x /usr/bin/python3 ] || need="$need python3"
 if [ -n "$need" ] && [ "$(id -u)" = 0 ]; then
     echo "setup-system: installing$need"
     export DEBIAN_FRONTEND=noninteractive
