@@ -4,7 +4,11 @@ Each corepy measurement runs in a fresh interpreter (cold: imports, caches and
 the decode cache are honest); libbpf's ``btf__parse`` is called through ctypes
 on Debian's libbpf1, also in a fresh process. Reported:
 
-- ``open_ms``: corepy ``BTF.from_file`` + the name index (first lookup), import excluded
+- ``open_ms``: corepy ``BTF.from_file`` + the full name index built (every later lookup O(1)), import excluded
+- ``open_lazy_ms``: ``BTF.from_file`` alone (no index): what a load pays before its first lookup
+- ``first_lookup_ms``: then one ``ids_by_name("task_struct")`` on that fresh BTF: the first
+  ``SCANNED_LOOKUPS`` lookups search the strings instead of building the index (see corepy.btf.spec);
+  ``lazy_ratio`` = (open_lazy_ms + first_lookup_ms) / libbpf_ms
 - ``import_ms``: ``from corepy.btf import BTF, Kind`` in a fresh interpreter (byte-code caches as found:
   with ``PYTHONDONTWRITEBYTECODE`` set, stale ``__pycache__`` entries make it a compile-time figure)
 - ``whole_ms``: open_ms + import_ms (interpreter start excluded)
@@ -33,7 +37,8 @@ LOOKUPS = 1000
 _CHILD_COREPY = r"""
 import json, sys, time
 T = time.perf_counter
-path, names_file, cache = sys.argv[1], sys.argv[2], sys.argv[3:] == ["cache"]
+path, names_file, mode = sys.argv[1], sys.argv[2], (sys.argv[3:] or ["index"])[0]
+cache = mode == "cache"
 def peak_kb():  # VmHWM: this process's peak RSS (ru_maxrss would include the forking parent's)
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
@@ -42,7 +47,13 @@ from corepy.btf import BTF, Kind
 t1 = T()
 rss0 = peak_kb()
 btf = BTF.from_file(path, cache=cache)
-btf.ids_by_name("task_struct")
+if mode == "lazy":  # open only, then one lookup by name as a load's first one (the strings searched)
+    t2 = T()
+    btf.ids_by_name("task_struct")
+    t3 = T()
+    print(json.dumps(dict(import_ms=(t1 - t0) * 1e3, open_ms=(t2 - t1) * 1e3, first_lookup_ms=(t3 - t2) * 1e3)))
+    sys.exit()
+btf._name_index()  # the full name index (the first lookups by name would only search the strings)
 t2 = T()
 rss1 = peak_kb()
 names = open(names_file).read().split()
@@ -117,11 +128,12 @@ def main() -> int:
         f.flush()
         env = dict(os.environ, COREPY_CACHE_DIR=cache_dir)
         building = child(_CHILD_COREPY, args.path, f.name, "cache", env=env)  # writes the cache
-        ours, theirs, cached = [], [], []
-        for _ in range(args.runs):  # interleaved, so that all three see the same machine load
+        ours, theirs, cached, lazy = [], [], [], []
+        for _ in range(args.runs):  # interleaved, so that all four see the same machine load
             ours.append(child(_CHILD_COREPY, args.path, f.name))
             theirs.append(child(_CHILD_LIBBPF, args.path, f.name))
             cached.append(child(_CHILD_COREPY, args.path, f.name, "cache", env=env))
+            lazy.append(child(_CHILD_COREPY, args.path, f.name, "lazy"))
 
     def med(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)
@@ -140,11 +152,15 @@ def main() -> int:
     print(f"with the on-disk index cache (COREPY_BTF_CACHE=1 / cache=True): open+index median {cached_ms:.1f} ms "
           f"(first run, building and writing it: {building['open_ms']:.1f} ms), "
           f"lookups {med(cached, 'lookup_ms'):.1f} ms, RSS growth {med(cached, 'rss_mb'):.1f} MB")
+    lazy_ms, first_ms = med(lazy, "open_ms"), med(lazy, "first_lookup_ms")
+    print(f"lazy: open (no index) median {lazy_ms:.1f} ms, then the first lookup by name {first_ms:.1f} ms")
     print(f"open_ms={open_ms:.1f} import_ms={med(ours, 'import_ms'):.1f} whole_ms={whole_ms:.1f} "
           f"libbpf_ms={libbpf_ms:.1f} ratio={open_ms / libbpf_ms:.1f} "
           f"whole_ratio={whole_ms / libbpf_ms:.1f} lookup1000_ms={med(ours, 'lookup_ms'):.1f} "
           f"libbpf_lookup1000_ms={med(theirs, 'lookup_ms'):.1f} rss_mb={med(ours, 'rss_mb'):.1f} "
-          f"cached_open_ms={cached_ms:.1f} cached_ratio={cached_ms / libbpf_ms:.1f}")
+          f"cached_open_ms={cached_ms:.1f} cached_ratio={cached_ms / libbpf_ms:.1f} "
+          f"open_lazy_ms={lazy_ms:.1f} first_lookup_ms={first_ms:.1f} "
+          f"lazy_ratio={(lazy_ms + first_ms) / libbpf_ms:.1f}")
     return 0
 
 

@@ -1,0 +1,74 @@
+"""The first lookups by name search the strings (ScannedNames); they must answer exactly as the full index."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from conftest import KERNEL_BTF, OTHER_KERNELS, btf_blob
+from corepy.btf import BTF
+from corepy.btf import format as fmt
+from corepy.btf.spec import SCANNED_LOOKUPS
+from corepy.btf.strings import NameIndex, ScannedNames
+
+
+def _both(btf: BTF) -> tuple[ScannedNames, NameIndex]:
+    return ScannedNames(btf._name_offs, btf.strings_bytes()), NameIndex(btf._name_offs, btf._string_bytes,
+                                                                         btf.strings_bytes())
+
+
+def _odd_blob() -> bytes:
+    strings = b"\0abc\0bc\0\0abc\0"  # "abc" at 1 and 9 (stored twice), "bc" at 5, tail "bc" of "abc" at 2
+    ptr = lambda name_off: struct.pack("<III", name_off, 2 << 24, 0)  # noqa: E731
+    types = ptr(1) + ptr(5) + ptr(2) + ptr(8) + ptr(9) + ptr(99) + ptr(0) + ptr(10) + ptr(5)
+    head = struct.pack("<HBBIIIII", fmt.BTF_MAGIC, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return head + types + strings
+
+
+def test_scanned_equals_index_on_odd_strings() -> None:
+    """Repeated strings, offsets into the middle of a string, NULs, out-of-range offsets, repeats."""
+    scanned, index = _both(BTF.from_bytes(_odd_blob()))
+    for name in (b"abc", b"bc", b"c", b"", b"nope", b"a", b"abc\0bc", b"\0"):
+        assert scanned.positions(name) == index.positions(name), name
+    assert scanned.positions(b"bc") == [1, 2, 7, 8]
+    assert scanned.positions(b"abc") == [0, 4]
+
+
+def test_lookups_switch_to_the_index_after_the_threshold() -> None:
+    btf = BTF.from_bytes(_odd_blob())
+    expected = {"abc": [1, 5], "bc": [2, 3, 8, 9], "c": [], "": []}
+    for n in range(SCANNED_LOOKUPS):
+        assert btf._index is None
+        name = list(expected)[n % len(expected)]
+        assert btf.ids_by_name(name) == expected[name]
+    assert btf._index is None and btf._scanned is not None
+    assert btf.ids_by_name("bc") == expected["bc"]  # one more: the full index now
+    assert btf._index is not None and btf._scanned is None
+    assert sorted(btf.names()) == ["abc", "bc"]
+
+
+def test_names_builds_the_index_at_once() -> None:
+    btf = BTF.from_bytes(_odd_blob())
+    assert sorted(btf.names()) == ["abc", "bc"]
+    assert btf._index is not None
+    assert btf.ids_by_name("abc") == [1, 5]
+
+
+def _check_sample(btf: BTF, count: int, seed: int) -> None:
+    scanned, index = _both(btf)
+    names = sorted(index.names())
+    sample = random.Random(seed).sample(names, min(count, len(names)))
+    for name in sample + [b"long", b"int", b"id", b"pid", b"task_struct", b"no_such_name"]:
+        assert scanned.positions(name) == index.positions(name), name
+
+
+@pytest.mark.skipif(not KERNEL_BTF.exists(), reason="no /sys/kernel/btf/vmlinux")
+def test_scanned_equals_index_on_running_kernel() -> None:
+    _check_sample(BTF.from_file(KERNEL_BTF), 400, 1)
+
+
+@pytest.mark.parametrize("name", OTHER_KERNELS)
+def test_scanned_equals_index_on_other_kernels(name: str) -> None:
+    _check_sample(BTF.from_bytes(btf_blob(name)), 150, 2)
