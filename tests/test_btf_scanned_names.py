@@ -36,6 +36,21 @@ def test_scanned_equals_index_on_odd_strings() -> None:
     assert scanned.positions(b"abc") == [0, 4]
 
 
+def test_scanned_equals_index_on_repeated_strings_without_mid_string_offsets() -> None:
+    """Every name offset at a string start (the fast path): repeated strings still all found, and a
+    string's tail is no name."""
+    strings = b"\0abc\0bc\0abc\0"  # "abc" at 1 and 8, "bc" at 5; tail "bc" of "abc" names nothing
+    ptr = lambda name_off: struct.pack("<III", name_off, 2 << 24, 0)  # noqa: E731
+    types = ptr(8) + ptr(5) + ptr(1) + ptr(0) + ptr(8)
+    head = struct.pack("<HBBIIIII", fmt.BTF_MAGIC, 1, 0, 24, 0, len(types), len(types), len(strings))
+    scanned, index = _both(BTF.from_bytes(head + types + strings))
+    assert not scanned._mid_string
+    for name in (b"abc", b"bc", b"c", b"", b"nope"):
+        assert scanned.positions(name) == index.positions(name), name
+    assert scanned.positions(b"abc") == [0, 2, 4]
+    assert scanned.positions(b"bc") == [1]
+
+
 def test_lookups_switch_to_the_index_after_the_threshold() -> None:
     btf = BTF.from_bytes(_odd_blob())
     expected = {"abc": [1, 5], "bc": [2, 3, 8, 9], "c": [], "": []}
@@ -43,7 +58,7 @@ def test_lookups_switch_to_the_index_after_the_threshold() -> None:
         assert btf._index is None
         name = list(expected)[n % len(expected)]
         assert btf.ids_by_name(name) == expected[name]
-    assert btf._index is None and btf._scanned is not None
+    assert btf._index is None and btf._scanned is not None and btf._scanned._mid_string
     assert btf.ids_by_name("bc") == expected["bc"]  # one more: the full index now
     assert btf._index is not None and btf._scanned is None
     assert sorted(btf.names()) == ["abc", "bc"]
@@ -58,6 +73,7 @@ def test_names_builds_the_index_at_once() -> None:
 
 def _check_sample(btf: BTF, count: int, seed: int) -> None:
     scanned, index = _both(btf)
+    assert not scanned._mid_string  # (deduplicated kernel BTF: the path the loads take)
     names = sorted(index.names())
     sample = random.Random(seed).sample(names, min(count, len(names)))
     for name in sample + [b"long", b"int", b"id", b"pid", b"task_struct", b"no_such_name"]:
@@ -66,7 +82,8 @@ def _check_sample(btf: BTF, count: int, seed: int) -> None:
 
 @pytest.mark.skipif(not KERNEL_BTF.exists(), reason="no /sys/kernel/btf/vmlinux")
 def test_scanned_equals_index_on_running_kernel() -> None:
-    _check_sample(BTF.from_file(KERNEL_BTF), 400, 1)
+    btf = BTF.from_file(KERNEL_BTF)
+    _check_sample(btf, 400, 1)
 
 
 @pytest.mark.parametrize("name", OTHER_KERNELS)

@@ -27,7 +27,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, count
-from operator import is_not
+from operator import is_not, itemgetter
 
 from ..errors import BTFError
 
@@ -119,27 +119,29 @@ def _checked(string_bytes: Callable[[int], bytes]) -> Callable[[int], bytes]:
 
 class ScannedNames:
     """name -> positions with no index: the name is searched for in the string section, then its
-    offsets among the types' name offsets (aligned 4-byte hits in their packed bytes).
+    offset among the types' name offsets (aligned 4-byte hits in their packed bytes).
 
-    Answers as :class:`NameIndex` does, including names read from the middle of a string and
-    repeated strings, but pays a pass over the strings (about 1-2 ms on vmlinux) per lookup and,
-    once, a set and packed copy of the name offsets (about 4 ms), where NameIndex costs ~20 ms
-    and ~70,000 objects up front. For the few lookups a typical load makes. Own strings only:
-    no base (split BTF may name types with its base's strings)."""
+    Answers as :class:`NameIndex` does, repeated strings included, for about two passes (strings,
+    name offsets: ~1.5 ms on vmlinux) per lookup after a one-time ~4 ms, where NameIndex costs
+    ~20 ms and ~70,000 objects up front. For the few lookups a typical load makes. Nothing is kept
+    per type but one bytes object (no big container for the garbage collector to traverse).
+    Own strings only: no base (split BTF may name types with its base's strings)."""
 
     def __init__(self, name_offs: Sequence[int], strtab: bytes):
         self._strtab = strtab
-        self._named = set(name_offs)
         self._packed = array(_U32, name_offs).tobytes()
+        # whether some name offset points into the middle of a string (never, in deduplicated BTF):
+        # then every string ending with a name may carry it, not only the one starting with it
+        self._mid_string = any(_gather_bytes(b"\0" + strtab, name_offs))
 
     def positions(self, key: bytes) -> list[int]:
         if not key or 0 in key:  # (a NUL inside never matches: names end at the first NUL)
             return []
-        strtab, named, pattern = self._strtab, self._named, key + b"\0"
+        strtab, pattern = self._strtab, key + b"\0"
         found: list[int] = []
         i = strtab.find(pattern)
-        while i >= 0:  # every string ending with key: a name offset may point into its middle
-            if i in named:
+        while i >= 0:
+            if self._mid_string or i == 0 or strtab[i - 1] == 0:
                 found.extend(self._positions_of(i))
             i = strtab.find(pattern, i + len(pattern))  # (occurrences cannot overlap: key has no NUL)
         found.sort()
@@ -156,6 +158,17 @@ class ScannedNames:
                 out.append(j // 4)
                 j = packed.find(word, j + 4)
         return out
+
+
+def _gather_bytes(data: bytes, offsets: Sequence[int]) -> Iterable[int]:
+    """``data[o]`` for every offset (one C-level call; out-of-range offsets read as 0)."""
+    if not offsets:
+        return ()
+    if max(offsets) >= len(data):
+        return (data[o] if o < len(data) else 0 for o in offsets)
+    if len(offsets) == 1:
+        return (data[offsets[0]],)
+    return itemgetter(*offsets)(data)
 
 
 class HashedNameIndex:
