@@ -168,7 +168,9 @@ class BTF:
             self._cache_key = None  # nothing to store
         else:
             self._offsets, self._name_offs = self._scan()
-        self._decoded: list[Type | None] = [None] * len(self._offsets)
+        self._decoded: dict[int, Type] = {}
+        """position -> its decoded type (a dict: a list slot per type would be one more 100k-entry
+        container for every garbage collection to traverse)"""
         self._ptr_size: int | None = None
 
     # --- construction -----------------------------------------------------
@@ -322,7 +324,7 @@ class BTF:
             words.byteswap()
         return words
 
-    def _scan(self) -> tuple[array, Sequence[int]]:
+    def _scan(self) -> tuple[array, array]:
         """One pass over the type section: the word index where each type starts, and its name offset."""
         words = self._type_words()
         sizes = self._codec.words_by_info
@@ -410,12 +412,13 @@ class BTF:
         """The type with this id (0 is VOID); decoded on first access, then cached. BTFError if out of range."""
         i = type_id - self.start_id
         if i >= 0:
-            try:
-                t = self._decoded[i]
-            except (IndexError, TypeError):
-                raise self._err(f"type id {type_id!r} out of range (last id is {len(self) - 1})") from None
+            t = self._decoded.get(i)
             if t is None:
-                t = self._decoded[i] = self._decode_type(type_id, self._type_start + 4 * self._offsets[i])
+                try:
+                    word = self._offsets[i]
+                except (IndexError, TypeError):
+                    raise self._err(f"type id {type_id!r} out of range (last id is {len(self) - 1})") from None
+                t = self._decoded[i] = self._decode_type(type_id, self._type_start + 4 * word)
             return t
         if self.base is not None:
             return self.base[type_id]
@@ -565,7 +568,7 @@ class BTF:
         positions = self._name_index().positions(name.encode())
         if positions is None:  # a cached index that contradicts the blob: forget it, index afresh
             self._offsets, self._name_offs = self._scan()
-            self._decoded = [None] * len(self._offsets)
+            self._decoded = {}
             self._index = None
             self._cache_key = blob_digest(self._blob())  # and replace it on disk
             positions = self._name_index().positions(name.encode())
@@ -715,11 +718,12 @@ class BTF:
         return self._blob()[self._type_start : self._type_end]
 
 
-def _gather(words: Sequence[int], positions: list[int]) -> Sequence[int]:
-    """``words[p]`` for every ``p`` in ``positions`` (one C-level call)."""
+def _gather(words: Sequence[int], positions: list[int]) -> array:
+    """``words[p]`` for every ``p`` in ``positions``, as a u32 array (C-level calls; one buffer,
+    not a 100k-entry tuple for the garbage collector to traverse)."""
     if len(positions) < 2:
-        return [words[p] for p in positions]
-    return itemgetter(*positions)(words)
+        return array(_U32.typecode, [words[p] for p in positions])
+    return array(_U32.typecode, itemgetter(*positions)(words))
 
 
 def _map(f) -> mmap.mmap | None:

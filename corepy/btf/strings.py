@@ -129,7 +129,7 @@ class ScannedNames:
 
     def __init__(self, name_offs: Sequence[int], strtab: bytes):
         self._strtab = strtab
-        self._packed = array(_U32, name_offs).tobytes()
+        self._packed = (name_offs if isinstance(name_offs, array) else array(_U32, name_offs)).tobytes()
         # whether some name offset points into the middle of a string (never, in deduplicated BTF):
         # then every string ending with a name may carry it, not only the one starting with it
         self._mid_string = any(_gather_bytes(b"\0" + strtab, name_offs))
