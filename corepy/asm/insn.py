@@ -45,6 +45,8 @@ _INSN = struct.Struct("<BBhi")
 
 @dataclass(slots=True)
 class Insn:
+    """One 8-byte instruction slot (an ld_imm64 takes two: the second carries the upper imm)."""
+
     code: int
     dst: int = 0
     src: int = 0

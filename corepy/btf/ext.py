@@ -17,12 +17,16 @@ from . import format as fmt
 
 @dataclass(frozen=True, slots=True)
 class FuncInfo:
+    """A bpf_func_info record: the function starting at ``insn_off`` (bytes) has FUNC ``type_id``."""
+
     insn_off: int
     type_id: int
 
 
 @dataclass(frozen=True, slots=True)
 class LineInfo:
+    """A bpf_line_info record: the source line of the instruction at ``insn_off`` (bytes)."""
+
     insn_off: int
     file_name: str
     line: str

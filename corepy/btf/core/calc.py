@@ -62,6 +62,8 @@ class CoreResult:
 
 @dataclass(slots=True)
 class _Values:
+    """What one local/target spec pair makes of a relocation (libbpf's ``bpf_core_relo_res``)."""
+
     old: int = 0
     new: int = 0
     poison: bool = False
