@@ -89,3 +89,28 @@ def test_scanned_equals_index_on_running_kernel() -> None:
 @pytest.mark.parametrize("name", OTHER_KERNELS)
 def test_scanned_equals_index_on_other_kernels(name: str) -> None:
     _check_sample(BTF.from_bytes(btf_blob(name)), 150, 2)
+
+
+def _int_blob(*ints: tuple[bytes, int]) -> bytes:
+    strings, types = b"\0", b""
+    for name, size in ints:
+        types += struct.pack("<IIII", len(strings), 1 << 24, size, size * 8)
+        strings += name + b"\0"
+    types += struct.pack("<III", 0, 2 << 24, 1)  # a PTR after them
+    head = struct.pack("<HBBIIIII", fmt.BTF_MAGIC, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return head + types + strings
+
+
+def test_pointer_size_from_the_first_long_in_id_order_without_lookups() -> None:
+    btf = BTF.from_bytes(_int_blob((b"char", 1), (b"int", 4), (b"long int", 4), (b"long unsigned int", 8)))
+    assert btf.pointer_size == 4
+    assert btf._scanned is None and btf._index is None  # no lookup by name was needed
+    assert BTF.from_bytes(_int_blob((b"int", 4), (b"long long int", 8))).pointer_size == 8  # no long: 8
+    assert BTF.from_bytes(_int_blob((b"long", 2), (b"unsigned long", 4))).pointer_size == 4  # sizes 4/8 only
+
+
+@pytest.mark.parametrize("name", OTHER_KERNELS)
+def test_pointer_size_as_the_long_types_of_other_kernels_say(name: str) -> None:
+    btf = BTF.from_bytes(btf_blob(name))
+    longs = {t.size for n in ("long int", "long unsigned int") for t in btf.find(n)}
+    assert longs == {btf.pointer_size}

@@ -76,7 +76,8 @@ _KERNEL_BTF_PATH = "/sys/kernel/btf/vmlinux"
 _kernel: BTF | None = None
 
 # libbpf determine_ptr_size(): these INT names tell the target's pointer size
-_LONG_NAMES = ("long", "long int", "unsigned long", "long unsigned int", "unsigned long int")
+_LONG_NAMES = frozenset(("long", "long int", "unsigned long", "long unsigned int", "unsigned long int"))
+_INT = int(Kind.INT)
 
 
 class _Codec:
@@ -624,15 +625,20 @@ class BTF:
 
     @property
     def pointer_size(self) -> int:
-        """The target's pointer size, guessed from its ``long`` as libbpf does (8 if there is none)."""
+        """The target's pointer size: the size of its first ``long`` INT in id order, as libbpf's
+        determine_ptr_size (8 if there is none). No lookup by name: kernels define one early."""
         if self._ptr_size is None:
-            self._ptr_size = 8
-            for name in _LONG_NAMES:
-                for t in self.find(name, Kind.INT):
-                    if t.size in (4, 8):  # type: ignore[union-attr]
-                        self._ptr_size = t.size  # type: ignore[union-attr]
-                        return self._ptr_size
+            self._ptr_size = next((t.size for t in self._ints() if t.size in (4, 8) and t.name in _LONG_NAMES), 8)
         return self._ptr_size
+
+    def _ints(self) -> Iterator[Int]:
+        """The INT types (base first), in id order; only they are decoded."""
+        if self.base is not None:
+            yield from self.base._ints()
+        words, start = self._type_words(), self.start_id
+        for i, word in enumerate(self._offsets):
+            if (words[word + 1] >> fmt.INFO_KIND_SHIFT) & fmt.INFO_KIND_MASK == _INT:
+                yield self[start + i]  # type: ignore[misc]
 
     def resolve_size(self, type_id: int) -> int:
         """Byte size of a type as libbpf's btf__resolve_size (arrays multiply; BTFError if sizeless)."""
