@@ -162,13 +162,12 @@ class ScannedNames:
 
 def _gather_bytes(data: bytes, offsets: Sequence[int]) -> Iterable[int]:
     """``data[o]`` for every offset (one C-level call; out-of-range offsets read as 0)."""
-    if not offsets:
-        return ()
-    if max(offsets) >= len(data):
-        return (data[o] if o < len(data) else 0 for o in offsets)
-    if len(offsets) == 1:
-        return (data[offsets[0]],)
-    return itemgetter(*offsets)(data)
+    if len(offsets) < 2:
+        return [data[o] if o < len(data) else 0 for o in offsets]
+    try:
+        return itemgetter(*offsets)(data)
+    except IndexError:  # (a corrupt name offset: reported when its type is decoded)
+        return [data[o] if o < len(data) else 0 for o in offsets]
 
 
 class HashedNameIndex:
