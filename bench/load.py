@@ -149,10 +149,14 @@ def bpftool_loadall() -> float:
     return statistics.median(times)
 
 
+BCC_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+"""Debian's python3-bpfcc installs bcc for the system interpreter, not for a venv or pyenv one."""
+
+
 def bcc_missing() -> str | None:
     """Why bcc cannot run here, or None."""
     reasons = []
-    if subprocess.run(["python3", "-c", "import bcc"], capture_output=True).returncode:
+    if subprocess.run([BCC_PYTHON, "-c", "import bcc"], capture_output=True).returncode:
         reasons.append("python3-bpfcc (bcc) is not installed")
     release = os.uname().release
     if not os.path.isdir(f"/lib/modules/{release}/build") and not os.path.exists("/sys/kernel/kheaders.tar.xz"):
@@ -192,7 +196,7 @@ def main() -> None:
         bcc_ms = float("nan")
         print(f"bcc: skipped: {why}")
     else:
-        bcc_ms = timed(["python3", "-c", BCC], runs=3)
+        bcc_ms = timed([BCC_PYTHON, "-c", BCC], runs=3)
         print(f"bcc compile+load+attach:       {bcc_ms:.1f} ms")
     print("corepy's heaviest top-level imports (cumulative):")
     for name, ms in import_costs():
