@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import BTFError
 from .types import (
-    MODIFIERS, Array, Datasec, Enum, Enum64, Float, Int, IntEncoding, Ptr, Struct, Typedef, Union, Var,
+    Array, Datasec, Enum, Enum64, Float, Int, IntEncoding, Ptr, Struct, Union, Var,
 )
 
 __all__ = ["Codec", "StructValue"]
@@ -393,13 +393,9 @@ class _Compiler:
         self.busy: set[int] = set()
 
     def resolve(self, type_id: int) -> Any:
+        """The type behind a VAR, modifiers and typedefs."""
         t = self.btf[type_id]
-        for _ in range(64):
-            if isinstance(t, (Typedef, Var)) or isinstance(t, MODIFIERS):
-                t = self.btf[t.type_id]
-            else:
-                return t
-        raise BTFError(f"type [{type_id}]: modifier/typedef chain too long (loop?)")
+        return self.btf.skip_mods_and_typedefs(t.type_id if isinstance(t, Var) else type_id)
 
     def node(self, type_id: int) -> _Node:
         node = self.cache.get(type_id)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..btf.types import (
-    MODIFIERS, Array, Datasec, Enum, Enum64, Float, Int, IntEncoding, Ptr, Struct, Typedef, Union, Var,
+    Array, Datasec, Enum, Enum64, Float, Int, IntEncoding, Ptr, Struct, Union, Var,
 )
 from ..errors import BTFError
 
@@ -182,13 +182,9 @@ class Planner:
         self._busy: set[int] = set()
 
     def resolve(self, type_id: int):
+        """The type behind a VAR, modifiers and typedefs."""
         t = self.btf[type_id]
-        for _ in range(64):
-            if isinstance(t, (Typedef, Var)) or isinstance(t, MODIFIERS):
-                t = self.btf[t.type_id]
-            else:
-                return t
-        raise BTFError(f"type [{type_id}]: modifier/typedef chain too long (loop?)")
+        return self.btf.skip_mods_and_typedefs(t.type_id if isinstance(t, Var) else type_id)
 
     def is_record(self, type_id: int) -> bool:
         return isinstance(self.resolve(type_id), (Struct, Union))
