@@ -54,6 +54,23 @@ def _map_facts(map: Any) -> tuple[int, str, int, int, Any]:
     return fd, info.name, int(info.type), info.max_entries, None
 
 
+def _unmap(owner: Any, views: tuple[str, ...]) -> None:
+    """Release ``owner``'s memoryviews named ``views``, then close its two ring mappings; a
+    mapping whose record view was handed out and is still alive is unmapped when that view goes."""
+    for name in views:
+        view = owner.__dict__.pop(name, None)
+        if view is not None:
+            view.release()
+    for name in ("_consumer_map", "_producer_map"):
+        m = getattr(owner, name, None)
+        if m is not None:
+            try:
+                m.close()
+            except BufferError:
+                pass
+            setattr(owner, name, None)
+
+
 class _Ring:
     """One mapped ring buffer and what to do with its records."""
 
@@ -204,18 +221,7 @@ class _Ring:
         return cons + n * stride, records
 
     def close(self) -> None:
-        for view in ("consumer", "producer", "words", "data"):
-            v = self.__dict__.pop(view, None)
-            if v is not None:
-                v.release()
-        for name in ("_consumer_map", "_producer_map"):
-            m = getattr(self, name, None)
-            if m is not None:
-                try:
-                    m.close()
-                except BufferError:
-                    pass  # a record view handed out is still alive: unmapped when it goes
-                setattr(self, name, None)
+        _unmap(self, ("consumer", "producer", "words", "data"))
 
 
 def strided(user: struct.Struct, skip: int, stride: int) -> struct.Struct:
@@ -396,18 +402,7 @@ class UserRingBuffer:
 
     def close(self) -> None:
         """Unmap and close the epoll fd (samples written stay for the kernel to drain)."""
-        for name in ("_consumer", "_producer", "_words", "_data"):
-            view = self.__dict__.pop(name, None)
-            if view is not None:
-                view.release()
-        for name in ("_consumer_map", "_producer_map"):
-            m = getattr(self, name, None)
-            if m is not None:
-                try:
-                    m.close()
-                except BufferError:
-                    pass  # an unfinished reservation's view is alive: unmapped when it goes
-                setattr(self, name, None)
+        _unmap(self, ("_consumer", "_producer", "_words", "_data"))
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
