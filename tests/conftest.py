@@ -42,6 +42,30 @@ def fixture_obj(name: str) -> Path:
     return FIXTURES / f"{name}.bpf.o"
 
 
+def open_fds() -> dict[int, str]:
+    """This process's open file descriptors and what they point to."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    return fds
+
+
+@pytest.fixture
+def no_fd_leak():
+    """Fails the test if it leaves file descriptors open (the running kernel's BTF, opened once
+    per process and kept, is opened before counting)."""
+    from corepy.btf import BTF
+
+    BTF.kernel()
+    before = open_fds()
+    yield
+    leaked = {fd: target for fd, target in open_fds().items() if before.get(fd) != target}
+    assert not leaked, f"file descriptors left open: {leaked}"
+
+
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_BPF/CAP_PERFMON/CAP_NET_ADMIN)")
 
 

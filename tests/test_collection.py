@@ -13,7 +13,6 @@ import uuid
 import pytest
 
 import corepy
-from corepy.btf.spec import BTF
 from corepy.collection import UnknownNameError
 from corepy.errors import BPFPermissionError, CorepyError, NotSupportedError, VerifierError
 from corepy.maps import MapIncompatibleError
@@ -23,33 +22,13 @@ from corepy.syscalls.uapi import MapFlag, MapType
 
 from conftest import fixture_obj, requires_root
 
-pytestmark = requires_root
+pytestmark = [requires_root, pytest.mark.usefixtures("no_fd_leak")]
 
 RAW_TP_CTX = bytes(16)  # raw_tp programs are test-run with a context and no repeat
 
 
 def run(prog) -> int:
     return prog.test_run(ctx=RAW_TP_CTX, repeat=0).retval
-
-
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak():
-    BTF.kernel()  # opened once per process and kept: not a leak
-    before = open_fds()
-    yield
-    leaked = {fd: _target(fd) for fd in open_fds() - before}
-    assert not {fd: t for fd, t in leaked.items() if t}, f"file descriptors leaked: {leaked}"
-
-
-def _target(fd: str) -> str | None:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return None  # the listing's own fd
 
 
 @pytest.fixture

@@ -21,18 +21,7 @@ from corepy.syscalls.uapi import BPF_EXIST, BPF_NOEXIST, MapFlag, MapType, ProgT
 
 from conftest import fixture_obj, requires_root
 
-pytestmark = requires_root
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak():
-    before = open_fds()
-    yield
-    assert open_fds() == before, "file descriptors leaked"
+pytestmark = [requires_root, pytest.mark.usefixtures("no_fd_leak")]
 
 
 # --- a tiny hand-written BTF: u32, u64, struct pair {u32 a; u32 b; u64 c}, int ---------

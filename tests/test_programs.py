@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import requires_root
+from conftest import open_fds, requires_root
 
 from corepy.asm.insn import (ADD, ALU64, ATOMIC, CALL_INSN, DW, EXIT_INSN, JEQ, JMP, JNE, K, LD_IMM64, LDX, MEM, MOV,
                              PSEUDO_MAP_FD, RSH, ST, STX, W, X, Insn)
@@ -78,10 +78,6 @@ def read_counter(map_fd, key: int = 0) -> int:
     value = map_lookup_elem(map_fd, struct.pack("<I", key), 8)
     assert value is not None
     return struct.unpack("<Q", value)[0]
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def bpffs_dir():

@@ -68,19 +68,6 @@ def exec_module(text: str) -> Any:
     return module
 
 
-def fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def no_fd_leak():
-    BTF.kernel()  # cached for the process on first use: open it before counting
-    before = fds()
-    yield
-    leaked = {fd: _target(fd) for fd in fds() - before}
-    assert not leaked, f"file descriptors left open: {leaked}"
-
-
 def kernel_ids(kind: str) -> set[int]:
     from corepy.syscalls.objects import get_next_id
 
@@ -104,13 +91,6 @@ def assert_released(ids: dict[str, set[int]]) -> None:
     while left := {kind: found & kernel_ids(kind) for kind, found in ids.items() if found & kernel_ids(kind)}:
         assert time.monotonic() < deadline, f"still in the kernel after close(): {left}"
         time.sleep(0.02)
-
-
-def _target(fd: str) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return "?"
 
 
 # --- a BPF object with every record shape ---------------------------------------------

@@ -15,7 +15,7 @@ from corepy.asm.insn import ALU64, EXIT_INSN, JMP, K, LD_IMM64, MOV, PSEUDO_MAP_
 from corepy.errors import SyscallError, VerifierError
 from corepy.syscalls import links, load, maps, objects, run
 from corepy.syscalls.uapi import AttachType, LinkType, MapType, ProgFlag, ProgType
-from tests.conftest import requires_root
+from conftest import open_fds, requires_root
 
 pytestmark = requires_root
 
@@ -25,10 +25,6 @@ BPFFS = Path("/sys/fs/bpf")
 def ret(value: int) -> list[Insn]:
     """r0 = value; exit"""
     return [Insn(ALU64 | MOV | K, dst=0, imm=value), Insn(EXIT_INSN)]
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def test_hand_assembled_program_returns_2() -> None:
