@@ -8,9 +8,10 @@ kernels, a socket filter) are :class:`Link` subclasses with the same ``close()``
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
+from ._records import record
 from .errors import NotSupportedError, SyscallError
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ CLOSE_WORKERS = 16
 """Most links :func:`close_links` closes at once."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LinkInfo:
     """``bpf_link_info``: common fields plus the type-specific part as a dict."""
 

@@ -22,10 +22,10 @@ import struct
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._records import record
 from .errors import CorepyError, NotSupportedError, SyscallError, raise_for_errno
 from .syscalls import maps as sysmaps
 from .syscalls import objects as sysobj
@@ -217,7 +217,7 @@ def _converter(btf: BTF | None, type_id: int, size: int, what: str, *, fd_values
 # --- map info ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MapInfo:
     """What the kernel says about a map (``bpf_map_info``)."""
 

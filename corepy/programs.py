@@ -15,9 +15,10 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
+from ._records import record
 from .asm.insn import Insn, decode
 from .errors import BPFPermissionError, NotSupportedError, ObjectError, VerifierError
 
@@ -34,7 +35,7 @@ POISON_CALL_IMM = 0xBAD2310
 _PROG_NAME_MAX = 15  # BPF_OBJ_NAME_LEN - 1
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class TestRunResult:
     """What BPF_PROG_TEST_RUN returned."""
 
@@ -46,7 +47,7 @@ class TestRunResult:
     ctx_out: bytes | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProgramInfo:
     """``bpf_prog_info`` of a loaded program, with its translated instructions decoded."""
 

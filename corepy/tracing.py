@@ -15,8 +15,8 @@ import re
 import select
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+from ._records import record
 from .errors import NotSupportedError
 
 __all__ = ["TraceLine", "TracePipe", "parse_trace_line"]
@@ -28,7 +28,7 @@ _LINE = re.compile(
     r"(?:(?P<flags>[^\s:]{4,})\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>[^:]+):\s?(?P<message>.*)$")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class TraceLine:
     """One parsed trace_pipe line (``raw`` is the line as read)."""
 

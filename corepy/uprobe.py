@@ -13,8 +13,8 @@ import os
 import platform
 import re
 import struct
-from dataclasses import dataclass
 
+from ._records import record
 from .errors import ObjectError
 
 __all__ = ["UprobeTarget", "UsdtNote", "parse_uprobe_spec", "resolve_library", "resolve_binary",
@@ -229,7 +229,7 @@ def _find_function(elf, symbol: str, path: str) -> int:
     raise ObjectError(f"function {symbol!r} not found in .symtab or .dynsym", path=path)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class UprobeTarget:
     """A parsed ``uprobe/`` attach spec: ``binary:function+offset`` (function may be empty:
     ``binary:0x1234`` means a raw file offset)."""
@@ -265,7 +265,7 @@ def file_offset(target: UprobeTarget) -> tuple[str, int]:
 
 # --- USDT probes (.note.stapsdt) -------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class UsdtNote:
     """One USDT probe site from ``.note.stapsdt``: ``ip_offset``/``sema_offset`` are file
     offsets (what a uprobe and its reference counter take); ``sema_offset`` 0 = no semaphore."""

@@ -8,7 +8,8 @@ entries (the second has ``code == 0`` and carries the high 32 bits in ``imm``).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from .._records import record
 
 # Instruction classes (code & 0x07)
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
@@ -43,7 +44,7 @@ SIZE_BYTES = {W: 4, H: 2, B: 1, DW: 8}
 _INSN = struct.Struct("<BBhi")
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Insn:
     """One 8-byte instruction slot (an ld_imm64 takes two: the second carries the upper imm)."""
 

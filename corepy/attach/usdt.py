@@ -14,9 +14,9 @@ import platform
 import re
 import struct
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .._records import record
 from ..errors import NotSupportedError, ObjectError
 from ..links import Link, LinkInfo
 
@@ -43,7 +43,7 @@ class UsdtSpec(ctypes.Structure):
     _fields_ = [("args", UsdtArgSpec * MAX_ARGS), ("usdt_cookie", ctypes.c_uint64), ("arg_cnt", ctypes.c_int16)]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Arg:
     """One parsed USDT argument: ``kind`` ARG_CONST/ARG_REG/ARG_REG_DEREF, ``register`` the
     kernel ``struct pt_regs`` member, ``offset`` the constant or dereference offset."""

@@ -8,14 +8,15 @@ clang writes it (divide by 8 for an instruction index).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from .._records import record
 from ..errors import BTFError
 from . import format as fmt
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class FuncInfo:
     """A bpf_func_info record: the function starting at ``insn_off`` (bytes) has FUNC ``type_id``."""
 
@@ -23,7 +24,7 @@ class FuncInfo:
     type_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class LineInfo:
     """A bpf_line_info record: the source line of the instruction at ``insn_off`` (bytes)."""
 
@@ -36,7 +37,7 @@ class LineInfo:
     line_off: int = -1
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CoreRelo:
     """One bpf_core_relo: ``kind`` is a bpf_core_relo_kind value (0..12)."""
 
@@ -47,7 +48,7 @@ class CoreRelo:
     access_str_off: int = -1
 
 
-@dataclass
+@record
 class BTFExt:
     """Parsed .BTF.ext, keyed by ELF section name (e.g. 'tracepoint/syscalls/sys_enter_write')."""
 

@@ -16,8 +16,9 @@ Renamed types get ``name_off=-1`` so the writer interns their new names.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 
+from .._records import record
 from ..errors import BTFError
 from .types import (
     Const, Datasec, DeclTag, Enum, Enum64, EnumValue, Float, Func, FuncProto, Int, IntEncoding,
@@ -31,7 +32,7 @@ KSYMS_SEC = ".ksyms"
 ENUM64_PLACEHOLDER = "enum64_placeholder"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BTFFeatures:
     """Which BTF kinds the kernel accepts (each probed with BPF_BTF_LOAD elsewhere)."""
 

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._records import record
 from ..btf.ext import CoreRelo
 from ..errors import ObjectError, RelocationError
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["CoreRecord", "relocate_core"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CoreRecord:
     """One CO-RE relocation and its result, located as libbpf's debug log does."""
 

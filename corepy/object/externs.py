@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._records import record
 from ..btf.types import Kind
 from ..errors import ObjectError
 from .spec import ExternKind, ExternSpec, KconfigType
@@ -24,7 +24,7 @@ TRI_NO, TRI_YES, TRI_MODULE = 0, 1, 2
 VIRTUAL = ("LINUX_KERNEL_VERSION", "LINUX_HAS_BPF_COOKIE", "LINUX_HAS_SYSCALL_WRAPPER")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ExternValue:
     """How one extern resolved. ``resolved`` False means a weak extern defaulting to zero."""
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import TYPE_CHECKING
 
+from .._records import record
 from ..asm.insn import (
     CALL_INSN, PSEUDO_BTF_ID, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, Insn,
 )
@@ -34,7 +35,7 @@ POISON_CALL_KFUNC_BASE = 2002000000
 """libbpf's immediate for calls of unresolved weak kfuncs: ``call unknown#2002000000+extern index``."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class MapRef:
     """``insns[insn]`` is an ld_imm64 that needs ``map``'s fd in its ``imm``."""
 
@@ -47,7 +48,7 @@ class MapRef:
     """Byte offset into the map value (``"value"`` only; already written in ``insns[insn+1].imm``)."""
 
 
-@dataclass
+@record
 class LinkedProgram:
     """Instructions ready for BPF_PROG_LOAD once map fds are patched in (see :meth:`patched`)."""
 

@@ -9,8 +9,8 @@ must match exactly. A leading ``?`` turns autoload off and is otherwise ignored.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
+from .._records import record
 from ..errors import ObjectError
 from ..syscalls.uapi import AttachType as A
 from ..syscalls.uapi import ProgType as P
@@ -34,7 +34,7 @@ class SecFlag(enum.IntFlag):
     USDT = 32
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SectionDef:
     """One row of libbpf's table; ``expected_attach_type`` None means 0 (none)."""
 
@@ -164,7 +164,7 @@ SECTION_DEFS: tuple[SectionDef, ...] = tuple(SectionDef(*row) for row in (
 del _
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Section:
     """What a program's ELF section name says about it."""
 

@@ -7,9 +7,10 @@ here touches the kernel. Fields a user may change before load are plain attribut
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._records import record
 from ..asm.insn import Insn
 from ..btf.ext import CoreRelo, FuncInfo, LineInfo
 from ..errors import ObjectError
@@ -45,7 +46,7 @@ class RelocKind(enum.Enum):
     """``call`` of a kfunc (``__ksym`` function)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Reloc:
     """One relocated instruction of a :class:`Function`."""
 
@@ -60,7 +61,7 @@ class Reloc:
     """The symbol's value in bytes (offset in its section)."""
 
 
-@dataclass
+@record
 class Function:
     """A function of a code section: a program's entry or a subprogram."""
 
@@ -123,7 +124,7 @@ def _suggest(cls: type, name: str) -> str:
     return f"; did you mean {right!r}?" if right else f"; fields: {', '.join(names)}"
 
 
-@dataclass
+@record
 class ProgramSpec(_FieldsOnly):
     """A program (an entry function); its section decides type and attach point."""
 
@@ -167,7 +168,7 @@ class ProgramSpec(_FieldsOnly):
         return fi[0].type_id if fi else 0
 
 
-@dataclass
+@record
 class MapSpec(_FieldsOnly):
     """A map to create: from ``.maps``, or an internal map for global data / ``.kconfig``."""
 
@@ -209,7 +210,7 @@ class MapSpec(_FieldsOnly):
         return self.internal and bool(self.flags & MapFlag.RDONLY_PROG)
 
 
-@dataclass
+@record
 class VariableSpec:
     """A global variable living in an internal map; ``value`` reads/writes its initial bytes."""
 
@@ -272,7 +273,7 @@ class KconfigType(enum.Enum):
     CHAR_ARR = "char_arr"
 
 
-@dataclass
+@record
 class ExternSpec:
     """An ``extern`` the object needs resolved: a ``__kconfig`` value or a ``__ksym``."""
 
@@ -299,7 +300,7 @@ class ExternSpec:
         return self.kind is ExternKind.KSYM and not self.is_func and self.type_id == 0
 
 
-@dataclass
+@record
 class ObjectSpec:
     """Everything in a ``.bpf.o``, editable before load."""
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from .._records import record
 from ..btf.types import (
     Array, Datasec, Enum, Enum64, Float, Int, IntEncoding, Ptr, Struct, Union, Var,
 )
@@ -59,7 +60,7 @@ def class_name(name: str) -> str:
     return "_" + out if out[0].isdigit() else out
 
 
-@dataclass
+@record
 class _Shape:
     """How one BTF type maps onto ``count`` consecutive ``struct`` values."""
 
@@ -105,7 +106,7 @@ class _Shape:
         return f"*[{inner} for {k} in {items}]"
 
 
-@dataclass
+@record
 class FieldPlan:
     """One member of a record."""
 
@@ -120,7 +121,7 @@ class FieldPlan:
     boolean: bool = False
 
 
-@dataclass
+@record
 class RecordPlan:
     """One generated class: a BTF STRUCT or UNION."""
 

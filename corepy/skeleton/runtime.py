@@ -13,10 +13,10 @@ import base64
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from .._records import record
 from ..btf.codec import _text_or_bytes  # the one definition of char[N] values
 from ..errors import BTFError, CorepyError, ObjectError
 
@@ -29,7 +29,7 @@ __all__ = ["Skeleton", "ObjectSource", "Maps", "Progs", "Links", "Globals", "Kco
 _S = TypeVar("_S", bound="Skeleton")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ObjectSource:
     """Where a skeleton's object comes from: bytes embedded in the module, or a file."""
 

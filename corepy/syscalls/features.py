@@ -14,9 +14,9 @@ import mmap
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._records import record
 from ..asm.insn import ALU64, CALL_INSN, EXIT_INSN, K, LD_IMM64, MOV, PSEUDO_MAP_VALUE, Insn
 from ..errors import SyscallError, VerifierError
 from .attr import LinkCreateAttr
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .helpers import Helper
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Probe:
     """The answer of one probe and how it was reached."""
 

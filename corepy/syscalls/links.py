@@ -6,8 +6,8 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from .._records import record
 from .attr import (
     IterCreateAttr,
     LinkCreateAttr,
@@ -220,7 +220,7 @@ def prog_detach(target_fd: int | FD, attach_type: AttachType | int, prog_fd: FdL
     bpf(Cmd.PROG_DETACH, attr, detail=f"target {attr.target_fd} ({_attach_name(attr.attach_type)})")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class QueryResult:
     """Programs attached at a hook: ids in run order, the hook's attach flags and revision."""
 

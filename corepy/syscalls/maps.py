@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
-from dataclasses import dataclass
 
+from .._records import record
 from ..errors import raise_for_errno
 from .attr import MapBatchAttr, MapCreateAttr, MapElemAttr, ptr
 from .bpf import bpf, bpf_errno
@@ -142,7 +142,7 @@ def map_freeze(fd: FdLike) -> None:
 # --- batch operations ---
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Batch:
     """One batch: ``count`` entries in ``keys``/``values`` (packed), and the cursor to pass
     as ``in_batch`` next time, or None when the map has been walked to the end."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from .._records import record
 from ..errors import raise_for_errno
 from .attr import BTFInfo, GetIdAttr, InfoAttr, LinkInfo, MapInfo, ObjPinAttr, ProgInfo, ptr
 from .bpf import bpf, bpf_errno
@@ -93,7 +93,7 @@ def link_info(fd: FdLike) -> LinkInfo:
     return obj_get_info(fd, LinkInfo())
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProgDetails:
     """A program's ``bpf_prog_info`` with its translated instructions and map ids fetched."""
 
@@ -120,7 +120,7 @@ def prog_info(fd: FdLike) -> ProgDetails:
     return ProgDetails(second, second.name.decode(errors="replace"), xlated.raw[:n_xlated], list(map_ids[:n_maps]))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BTFDetails:
     """A kernel BTF object's info, raw blob and name (``vmlinux``, a module name, or "")."""
 

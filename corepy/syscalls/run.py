@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 
+from .._records import record
 from .attr import EnableStatsAttr, TestRunAttr, ptr
 from .bpf import bpf
 from .fd import FD, FdLike, fdnum
 from .uapi import Cmd, StatsType
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TestRunResult:
     """What one PROG_TEST_RUN returned: r0, the output packet/context, mean ns per run."""
 

@@ -10,9 +10,10 @@ meaningful points: the initial pointer index, named fields and array indices.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
+from ..._records import record
 from ...errors import BTFError, RelocationError
 from ..types import COMPOSITE, Array, Enum, Enum64, Kind, Struct, Type, Union
 from .kinds import ReloKind
@@ -41,7 +42,7 @@ def kind_str(t: Type) -> str:
     return _KIND_STR.get(t.kind, "unknown")
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Accessor:
     """One high-level step: a named member (``type_id`` is its struct/union) or an
     array/pointer index (``name`` None, ``type_id`` is the element type)."""
@@ -51,7 +52,7 @@ class Accessor:
     name: str | None = None
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class CoreSpec:
     """A relocation's access path resolved in one BTF (local or a target candidate)."""
 

@@ -4,9 +4,9 @@ the value for the target kernel (``new``), or the decision to poison it (libbpf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..._records import record
 from ...errors import BTFError, RelocationError
 from ..types import ENUMS, Int, IntEncoding, Ptr, essential_name
 from .access import CoreSpec, enum_relo_value, format_spec, kind_str, parse_spec
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 U32 = 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CandidateTry:
     """One candidate considered for a relocation: its spec text and why it did not match."""
 
@@ -35,7 +35,7 @@ class CandidateTry:
         return f"{verdict} candidate {self.spec} in [{self.candidate.btf_name}]"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CoreResult:
     """The outcome of one CO-RE relocation, before patching (libbpf ``bpf_core_relo_res``).
 
@@ -60,7 +60,7 @@ class CoreResult:
     candidates: tuple[CandidateTry, ...] = ()
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Values:
     """What one local/target spec pair makes of a relocation (libbpf's ``bpf_core_relo_res``)."""
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..._records import record
 from ...errors import BTFError, RelocationError
 from ..types import ENUMS, Kind, Type, essential_name
 from .access import kind_str
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..spec import BTF
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Candidate:
     """A target type whose essential name and kind agree with a local type."""
 
