@@ -17,6 +17,8 @@ import typing
 from dataclasses import field
 from operator import attrgetter
 
+from .._records import _eq, _frozen_delattr, _frozen_setattr, _getstate, _hash, _repr, _setstate
+
 
 _RECORDS: list[typing.Any] = []
 
@@ -46,38 +48,6 @@ def _record(cls: type[_T]) -> type[_T]:
     return slotted
 
 
-def _frozen_setattr(self: typing.Any, name: str, value: object) -> None:
-    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-
-def _frozen_delattr(self: typing.Any, name: str) -> None:
-    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-
-
-def _getstate(self: typing.Any) -> list:
-    return [getattr(self, name) for name in self.__slots__]
-
-
-def _setstate(self: typing.Any, state: list) -> None:
-    for name, value in zip(self.__slots__, state):
-        object.__setattr__(self, name, value)
-
-
-def _repr(self: typing.Any) -> str:
-    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-    return f"{self.__class__.__qualname__}({shown})"
-
-
-def _eq(self: typing.Any, other: typing.Any) -> bool:
-    if other.__class__ is self.__class__:
-        return self._values(self) == self._values(other)
-    return NotImplemented
-
-
-def _hash(self: typing.Any) -> int:
-    return hash(self._values(self))
-
-
 def _compile_records() -> None:
     """Give every :func:`_record` class the methods dataclasses would (all fields compared, hashed
     and shown): a generated ``__init__`` (all compiled as one source), the others shared."""
@@ -105,6 +75,7 @@ def _compile_records() -> None:
         init.__annotations__ = {f.name: f.type for f in dataclasses.fields(cls) if f.init} | {"return": None}
         cls.__init__ = init
         cls._values = staticmethod(attrgetter(*cls.__slots__))
+        cls._repr_names = cls.__slots__
         cls.__repr__, cls.__eq__, cls.__hash__ = _repr, _eq, _hash
         cls.__setattr__, cls.__delattr__ = _frozen_setattr, _frozen_delattr
         cls.__getstate__, cls.__setstate__ = _getstate, _setstate
