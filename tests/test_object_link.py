@@ -37,11 +37,9 @@ def linked_programs(path: Path) -> tuple[ObjectSpec, dict]:
 def test_linked_insns_equal_libbpf(name):
     """After bpf_object__load, libbpf's final instructions equal ours with the same map fds."""
     path = link_object() if name == "link" else next(p for p in fixture_objects() if p.name == name)
-    import subprocess
+    from test_object_support import oracle_process
 
-    from test_object_support import oracle_binary
-
-    r = subprocess.run([str(oracle_binary()), str(path), "load"], capture_output=True, text=True, timeout=60)
+    r = oracle_process(path, load=True)
     if r.returncode != 0:
         reason = [line for line in r.stderr.splitlines() if line.strip()][-3:]
         pytest.skip(f"libbpf 1.1 cannot load {name} on this kernel: {' | '.join(reason)}")

@@ -130,6 +130,7 @@ int xdp_drop(struct xdp_md *ctx) { return XDP_DROP + global_sub(1); }
 
 ORACLE_SRC = r"""
 #include <stdio.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
 #include <bpf/libbpf.h>
@@ -146,8 +147,11 @@ int main(int argc, char **argv)
 	struct bpf_program *p;
 	struct bpf_map *m;
 
+	/* maps pinned by name go under a private pin root the test removes */
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = getenv("COREPY_ORACLE_PIN_ROOT"));
+
 	libbpf_set_print(quiet);
-	obj = bpf_object__open_file(argv[1], NULL);
+	obj = bpf_object__open_file(argv[1], &opts);
 	if (!obj) {
 		perror("bpf_object__open_file");
 		return 2;
@@ -231,10 +235,24 @@ def oracle_binary() -> Path:
     return out
 
 
+def oracle_process(obj: Path, load: bool = False) -> subprocess.CompletedProcess:
+    """Run the libbpf oracle on ``obj``; maps it pins by name go to a private bpffs directory,
+    removed afterwards (libbpf's default pin root is /sys/fs/bpf itself)."""
+    pin_root = f"/sys/fs/bpf/corepy-oracle-{os.getpid()}-{os.urandom(4).hex()}"
+    os.makedirs(pin_root)
+    try:
+        return subprocess.run([str(oracle_binary()), str(obj)] + (["load"] if load else []),
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "COREPY_ORACLE_PIN_ROOT": pin_root})
+    finally:
+        for name in os.listdir(pin_root):
+            os.unlink(os.path.join(pin_root, name))
+        os.rmdir(pin_root)
+
+
 def run_oracle(obj: Path, load: bool = False) -> dict:
     """libbpf's view: {'maps': {name: {...}}, 'progs': {name: {..., 'insns': [(code,dst,src,off,imm)]}}}."""
-    r = subprocess.run([str(oracle_binary()), str(obj)] + (["load"] if load else []),
-                       capture_output=True, text=True, timeout=60)
+    r = oracle_process(obj, load)
     assert r.returncode == 0, f"libbpf oracle failed on {obj}:\n{r.stderr}"
     maps: dict = {}
     progs: dict = {}
