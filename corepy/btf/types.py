@@ -11,75 +11,14 @@ built by hand leave it at -1 and the writer interns their names.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import typing
 from dataclasses import field
-from operator import attrgetter
 
-from .._records import _eq, _frozen_delattr, _frozen_setattr, _getstate, _hash, _repr, _setstate
+from .._records import record
 
-
-_RECORDS: list[typing.Any] = []
-
-if typing.TYPE_CHECKING:
-    from typing import dataclass_transform
-else:  # (typing has it from 3.11; only type checkers need it)
-    dataclass_transform = getattr(typing, "dataclass_transform", lambda **kw: lambda f: f)
-
-_T = typing.TypeVar("_T")
-
-
-@dataclass_transform(frozen_default=True, field_specifiers=(field,))
-def _record(cls: type[_T]) -> type[_T]:
-    """``@dataclass(frozen=True, slots=True)`` made cheaper to import: the fields come from
-    dataclasses (so ``dataclasses.fields``/``replace``/``asdict`` work), the methods from
-    :func:`_compile_records` (one ``compile`` for all classes instead of ~6 per class)."""
-    plain: typing.Any = dataclasses.dataclass(cls, init=False, repr=False, eq=False)  # the fields, no methods
-    names = tuple(f.name for f in dataclasses.fields(plain))
-    body = {k: v for k, v in plain.__dict__.items() if k not in names and k not in ("__dict__", "__weakref__")}
-    slotted = type(plain)(plain.__name__, plain.__bases__, {**body, "__slots__": names})
-    slotted.__qualname__ = plain.__qualname__
-    params = slotted.__dataclass_params__
-    for flag in ("init", "repr", "eq", "frozen", "slots"):
-        if hasattr(params, flag):
-            setattr(params, flag, True)
-    _RECORDS.append(slotted)
-    return slotted
-
-
-def _compile_records() -> None:
-    """Give every :func:`_record` class the methods dataclasses would (all fields compared, hashed
-    and shown): a generated ``__init__`` (all compiled as one source), the others shared."""
-    env: dict[str, typing.Any] = {"_set": object.__setattr__}
-    source = []
-    for cls in _RECORDS:
-        n = cls.__name__
-        params, assigns = [], []
-        for f in dataclasses.fields(cls):
-            value = f.name
-            if f.default is not dataclasses.MISSING:
-                env[f"_{n}_{f.name}"] = f.default
-                if f.init:
-                    params.append(f"{f.name}=_{n}_{f.name}")
-                else:
-                    value = f"_{n}_{f.name}"
-            elif f.init:
-                params.append(f.name)
-            assigns.append(f"_set(self, {f.name!r}, {value})")
-        source.append(f"def {n}(self, {', '.join(params)}):\n    " + "\n    ".join(assigns))
-    exec(compile("\n".join(source), __file__, "exec"), env)
-    for cls in _RECORDS:
-        init = env[cls.__name__]
-        init.__name__, init.__qualname__ = "__init__", f"{cls.__qualname__}.__init__"
-        init.__annotations__ = {f.name: f.type for f in dataclasses.fields(cls) if f.init} | {"return": None}
-        cls.__init__ = init
-        cls._values = staticmethod(attrgetter(*cls.__slots__))
-        cls._repr_names = cls.__slots__
-        cls.__repr__, cls.__eq__, cls.__hash__ = _repr, _eq, _hash
-        cls.__setattr__, cls.__delattr__ = _frozen_setattr, _frozen_delattr
-        cls.__getstate__, cls.__setstate__ = _getstate, _setstate
-    _RECORDS.clear()
+_record = record(frozen=True, slots=True)
+"""Every type class: ``@dataclass(frozen=True, slots=True)``, built the cheaper way."""
 
 
 class Kind(enum.IntEnum):
@@ -408,7 +347,6 @@ class TypeTag:
     """Set: the tag is a C type attribute (e.g. ``address_space(1)``), not a btf_type_tag string."""
 
 
-_compile_records()
 
 Type = typing.Union[
     Void, Int, Ptr, Array, Struct, Union, Enum, Enum64, Fwd, Typedef, Volatile, Const,
