@@ -54,6 +54,20 @@ def _map_facts(map: Any) -> tuple[int, str, int, int, Any]:
     return fd, info.name, int(info.type), info.max_entries, None
 
 
+def _map_ring(owner: Any, fd: int, size: int, what: str, consumer_side: bool) -> None:
+    """Map a ring's consumer page and its producer page + twice-mapped data area into
+    ``owner._consumer_map``/``owner._producer_map``; user space writes the consumer position
+    when it consumes (``consumer_side``), the producer page and data when it produces."""
+    rw, ro = mmap.PROT_READ | mmap.PROT_WRITE, mmap.PROT_READ
+    try:
+        owner._consumer_map = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, rw if consumer_side else ro, offset=0)
+        owner._producer_map = mmap.mmap(fd, _PAGE + 2 * size, mmap.MAP_SHARED, ro if consumer_side else rw,
+                                        offset=_PAGE)
+    except OSError as e:
+        owner.close()
+        raise_for_errno("mmap", e.errno or errno.EINVAL, f"{what} ({size} bytes, fd {fd})")
+
+
 def _unmap(owner: Any, views: tuple[str, ...]) -> None:
     """Release ``owner``'s memoryviews named ``views``, then close its two ring mappings; a
     mapping whose record view was handed out and is still alive is unmapped when that view goes."""
@@ -80,12 +94,7 @@ class _Ring:
             raise CorepyError(f"ring buffer {name!r}: size {size} is not a power-of-2 multiple of the page size")
         self.name, self.size, self.mask = name, size, size - 1
         self._consumer_map = self._producer_map = None
-        try:
-            self._consumer_map = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-            self._producer_map = mmap.mmap(fd, _PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=_PAGE)
-        except OSError as e:
-            self.close()
-            raise_for_errno("mmap", e.errno or errno.EINVAL, f"ring buffer {name!r} ({size} bytes, fd {fd})")
+        _map_ring(self, fd, size, f"ring buffer {name!r}", consumer_side=True)
         self.consumer = memoryview(self._consumer_map).cast("Q")
         producer = memoryview(self._producer_map)
         self.producer = producer[:8].cast("Q")
@@ -336,13 +345,7 @@ class UserRingBuffer:
         self.name, self.size, self.mask = name, size, size - 1
         self._consumer_map = self._producer_map = None
         self._epoll: Any = None
-        try:
-            self._consumer_map = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
-            self._producer_map = mmap.mmap(fd, _PAGE + 2 * size, mmap.MAP_SHARED,
-                                           mmap.PROT_READ | mmap.PROT_WRITE, offset=_PAGE)
-        except OSError as e:
-            self.close()
-            raise_for_errno("mmap", e.errno or errno.EINVAL, f"user ring buffer {name!r} ({size} bytes, fd {fd})")
+        _map_ring(self, fd, size, f"user ring buffer {name!r}", consumer_side=False)
         import select
 
         self._consumer = memoryview(self._consumer_map).cast("Q")
