@@ -23,7 +23,6 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ..errors import BTFError, ObjectError
@@ -326,17 +325,21 @@ class BTF:
         return words
 
     def _scan(self) -> tuple[array, array]:
-        """One pass over the type section: the word index where each type starts, and its name offset."""
+        """One pass over the type section: the word index where each type starts, and its name offset.
+
+        Both go straight into u32 arrays: no int object outlives its iteration (no 100k-entry
+        list to build, convert and free)."""
         words = self._type_words()
         sizes = self._codec.words_by_info
-        starts: list[int] = []
-        add = starts.append
+        starts, name_offs = array(_U32.typecode), array(_U32.typecode)
+        add, add_name = starts.append, name_offs.append
         infos = words[1:]  # infos[i] is btf_type.info of a type starting at word i
         i, n = 0, len(words)
         while True:
             try:
-                while True:  # ends at infos[n - 1] (no such word) or beyond: IndexError
+                while True:  # ends at words[n] or infos[n - 1] (no such word) or beyond: IndexError
                     add(i)
+                    add_name(words[i])
                     i += sizes[infos[i]]
             except KeyError as e:  # first type with this info word: learn its size
                 i += self._learn_size(e.args[0], len(starts), i)
@@ -351,7 +354,7 @@ class BTF:
             )
         if self.start_id + len(starts) > 0x7FFFFFFF:
             raise self._err("too many types", self._type_start)
-        return array(_U32.typecode, starts), _gather(words, starts)
+        return starts, name_offs
 
     def _learn_size(self, info: int, count: int, word: int) -> int:
         """Size in words of a type whose btf_type.info is ``info`` (cached per info word)."""
@@ -722,14 +725,6 @@ class BTF:
     def type_bytes(self) -> memoryview:
         """This blob's type section, raw."""
         return self._blob()[self._type_start : self._type_end]
-
-
-def _gather(words: Sequence[int], positions: list[int]) -> array:
-    """``words[p]`` for every ``p`` in ``positions``, as a u32 array (C-level calls; one buffer,
-    not a 100k-entry tuple for the garbage collector to traverse)."""
-    if len(positions) < 2:
-        return array(_U32.typecode, [words[p] for p in positions])
-    return array(_U32.typecode, itemgetter(*positions)(words))
 
 
 def _map(f) -> mmap.mmap | None:

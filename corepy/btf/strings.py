@@ -122,17 +122,25 @@ class ScannedNames:
     offset among the types' name offsets (aligned 4-byte hits in their packed bytes).
 
     Answers as :class:`NameIndex` does, repeated strings included, for about two passes (strings,
-    name offsets: ~1.5 ms on vmlinux) per lookup after a one-time ~4 ms, where NameIndex costs
-    ~20 ms and ~70,000 objects up front. For the few lookups a typical load makes. Nothing is kept
-    per type but one bytes object (no big container for the garbage collector to traverse).
-    Own strings only: no base (split BTF may name types with its base's strings)."""
+    name offsets: ~1.5 ms on vmlinux) per lookup, where NameIndex costs ~20 ms and ~70,000 objects
+    up front. For the few lookups a typical load makes. Nothing is kept per type but one bytes
+    object (no big container for the garbage collector to traverse). Own strings only: no base
+    (split BTF may name types with its base's strings)."""
 
     def __init__(self, name_offs: Sequence[int], strtab: bytes):
         self._strtab = strtab
+        self._name_offs = name_offs
         self._packed = (name_offs if isinstance(name_offs, array) else array(_U32, name_offs)).tobytes()
-        # whether some name offset points into the middle of a string (never, in deduplicated BTF):
-        # then every string ending with a name may carry it, not only the one starting with it
-        self._mid_string = any(_gather_bytes(b"\0" + strtab, name_offs))
+        self._mid: bool | None = None
+
+    @property
+    def _mid_string(self) -> bool:
+        """Whether some name offset points into the middle of a string (never, in deduplicated BTF):
+        then every string ending with a name may carry it, not only the one starting with it.
+        Found (one pass over all name offsets) the first time an occurrence mid-string asks."""
+        if self._mid is None:
+            self._mid = any(_gather_bytes(b"\0" + self._strtab, self._name_offs))
+        return self._mid
 
     def positions(self, key: bytes) -> list[int]:
         if not key or 0 in key:  # (a NUL inside never matches: names end at the first NUL)
@@ -141,7 +149,7 @@ class ScannedNames:
         found: list[int] = []
         i = strtab.find(pattern)
         while i >= 0:
-            if self._mid_string or i == 0 or strtab[i - 1] == 0:
+            if i == 0 or strtab[i - 1] == 0 or self._mid_string:
                 found.extend(self._positions_of(i))
             i = strtab.find(pattern, i + len(pattern))  # (occurrences cannot overlap: key has no NUL)
         found.sort()
