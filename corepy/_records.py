@@ -1,79 +1,202 @@
-"""``record``: ``@dataclass`` made cheaper to import (one small ``compile`` per class, not ~6).
+"""``record``: ``@dataclass`` without importing :mod:`dataclasses` (and its ``inspect``, ``ast``,
+``dis``: ~6 ms of a ~24 ms import+open) on the open/load/attach path.
 
-The fields still come from :mod:`dataclasses` (so ``dataclasses.fields``/``replace``/``asdict``
-work and ``field(...)`` options apply); ``__init__`` is generated, ``__repr__``/``__eq__``/
-``__hash__`` and the frozen guards are shared functions. Same semantics as ``@dataclass`` for
-what corepy uses: ``frozen``, ``slots``, ``eq``, defaults, ``default_factory``, ``init=False``,
-``repr=False``, ``compare=False``, methods the class defines itself win.
+Fields are declared as for a dataclass (annotations, defaults, :func:`field`); ``__init__`` is
+generated (one small ``compile`` per class, when its first instance is made),
+``__repr__``/``__eq__``/``__hash__`` and the frozen guards are shared functions. Same semantics as ``@dataclass`` for what corepy uses: ``frozen``,
+``slots``, ``eq``, defaults, ``default_factory``, ``init=False``, ``repr=False``,
+``compare=False``, ``ClassVar`` annotations skipped, methods the class defines itself win.
+
+The classes still are dataclasses to :mod:`dataclasses`: ``is_dataclass``, ``fields``,
+``replace`` and ``asdict`` work, through ``__dataclass_fields__``/``__dataclass_params__``
+built with :mod:`dataclasses` the first time something asks for them. :func:`fields` and
+:func:`replace` here answer without that import.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from dataclasses import field
+import sys
 from operator import attrgetter
 
-if typing.TYPE_CHECKING:
-    from typing import dataclass_transform
-else:  # (typing has it from 3.11; only type checkers need it)
-    dataclass_transform = getattr(typing, "dataclass_transform", lambda **kw: lambda f: f)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar, dataclass_transform
 
-_T = typing.TypeVar("_T")
-_MISSING = dataclasses.MISSING
+    _T = TypeVar("_T")
+else:
+    def dataclass_transform(**kwargs):  # (typing's, from 3.11, only matters to type checkers)
+        return lambda f: f
 
-
-def _frozen_setattr(self: typing.Any, name: str, value: object) -> None:
-    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-
-def _frozen_delattr(self: typing.Any, name: str) -> None:
-    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+__all__ = ["record", "field", "fields", "replace", "MISSING", "Field"]
 
 
-def _getstate(self: typing.Any) -> list:
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+"""No default (as ``dataclasses.MISSING``)."""
+
+
+class Field:
+    """One field of a record (the options of ``dataclasses.Field`` corepy uses)."""
+
+    __slots__ = ("name", "type", "default", "default_factory", "init", "repr", "compare")
+
+    def __init__(self, default: Any = MISSING, default_factory: Any = MISSING, init: bool = True,
+                 repr: bool = True, compare: bool = True):  # noqa: A002 - dataclasses' spelling
+        if default is not MISSING and default_factory is not MISSING:
+            raise ValueError("cannot specify both default and default_factory")
+        self.name = ""
+        self.type: Any = None
+        self.default = default
+        self.default_factory = default_factory
+        self.init = init
+        self.repr = repr
+        self.compare = compare
+
+    def __repr__(self) -> str:
+        return (f"Field(name={self.name!r}, type={self.type!r}, default={self.default!r}, "
+                f"default_factory={self.default_factory!r}, init={self.init}, repr={self.repr}, "
+                f"compare={self.compare})")
+
+
+def field(*, default: Any = MISSING, default_factory: Any = MISSING, init: bool = True, repr: bool = True,
+          compare: bool = True) -> Any:
+    """A field's options, as ``dataclasses.field``."""
+    return Field(default, default_factory, init, repr, compare)
+
+
+def fields(class_or_instance: Any) -> tuple[Field, ...]:
+    """The fields of a record class or instance, in order (as ``dataclasses.fields``)."""
+    try:
+        return class_or_instance._record_fields
+    except AttributeError:
+        raise TypeError("must be called with a record type or instance") from None
+
+
+def replace(obj: _T, /, **changes: Any) -> _T:
+    """A copy of record ``obj`` with ``changes`` (as ``dataclasses.replace``)."""
+    for f in fields(obj):
+        if not f.init:
+            if f.name in changes:
+                raise ValueError(f"field {f.name} is declared with init=False, it cannot be specified with replace()")
+        elif f.name not in changes:
+            changes[f.name] = getattr(obj, f.name)
+    return obj.__class__(**changes)
+
+
+def _frozen_error(message: str) -> Exception:
+    from dataclasses import FrozenInstanceError  # (only when someone tries)
+
+    return FrozenInstanceError(message)
+
+
+def _frozen_setattr(self: Any, name: str, value: object) -> None:
+    raise _frozen_error(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    raise _frozen_error(f"cannot delete field {name!r}")
+
+
+def _getstate(self: Any) -> list:
     return [getattr(self, name) for name in self.__slots__]
 
 
-def _setstate(self: typing.Any, state: list) -> None:
+def _setstate(self: Any, state: list) -> None:
     for name, value in zip(self.__slots__, state):
         object.__setattr__(self, name, value)
 
 
-def _repr(self: typing.Any) -> str:
+def _repr(self: Any) -> str:
     shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_names)
     return f"{self.__class__.__qualname__}({shown})"
 
 
-def _eq(self: typing.Any, other: typing.Any) -> bool:
+def _eq(self: Any, other: Any) -> bool:
     if other.__class__ is self.__class__:
         return self._values(self) == self._values(other)
     return NotImplemented
 
 
-def _hash(self: typing.Any) -> int:
+def _hash(self: Any) -> int:
     return hash(self._values(self))
 
 
-def _values_getter(names: tuple[str, ...]) -> typing.Callable[[typing.Any], tuple]:
+def _values_getter(names: tuple[str, ...]) -> Callable[[Any], tuple]:
     if len(names) == 1:
         one = attrgetter(names[0])
         return lambda obj: (one(obj),)
     return attrgetter(*names) if names else (lambda obj: ())
 
 
-def _init(cls: type, fields: tuple[dataclasses.Field, ...], frozen: bool) -> typing.Callable[..., None]:
-    env: dict[str, typing.Any] = {"_set": object.__setattr__, "_MISSING": _MISSING}
+def _is_classvar(annotation: Any) -> bool:
+    if isinstance(annotation, str):
+        return annotation.startswith(("ClassVar", "typing.ClassVar"))
+    typing = sys.modules.get("typing")
+    return typing is not None and (annotation is typing.ClassVar or getattr(annotation, "__origin__", None)
+                                   is typing.ClassVar)
+
+
+def _is_dataclass_field(value: Any) -> bool:
+    dataclasses = sys.modules.get("dataclasses")  # (a dataclasses.Field means it is imported)
+    return dataclasses is not None and isinstance(value, dataclasses.Field)
+
+
+def _as_field(value: Any) -> Field:
+    """A class attribute as a field: ours, a ``dataclasses.field()`` (converted), or a default."""
+    if isinstance(value, Field):
+        return value
+    if _is_dataclass_field(value):
+        missing = sys.modules["dataclasses"].MISSING
+        return Field(MISSING if value.default is missing else value.default,
+                     MISSING if value.default_factory is missing else value.default_factory,
+                     value.init, value.repr, bool(value.compare))
+    return Field(default=value)
+
+
+def _collect(cls: type) -> tuple[Field, ...]:
+    """The fields of ``cls``: its record bases' first, then its own annotations in order."""
+    found: dict[str, Field] = {}
+    for base in cls.__mro__[-1:0:-1]:
+        for f in base.__dict__.get("_record_fields", ()):
+            found[f.name] = f
+    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        if _is_classvar(annotation):
+            continue
+        f = _as_field(cls.__dict__.get(name, MISSING))
+        f.name, f.type = name, annotation
+        default = f.default
+        if default is not MISSING and type(default).__hash__ is None:
+            raise ValueError(f"mutable default {type(default)} for field {name} is not allowed: use default_factory")
+        found[name] = f
+    seen_default = False
+    for f in found.values():
+        if not f.init:
+            continue
+        if f.default is not MISSING or f.default_factory is not MISSING:
+            seen_default = True
+        elif seen_default:
+            raise TypeError(f"non-default argument {f.name!r} follows default argument")
+    return tuple(found.values())
+
+
+def _init(cls: type, fields: tuple[Field, ...], frozen: bool) -> Callable[..., None]:
+    env: dict[str, Any] = {"_set": object.__setattr__, "_MISSING": MISSING}
     params, assigns = [], []
     for f in fields:
         value = f.name
-        if f.default is not _MISSING:
+        if f.default is not MISSING:
             env[f"_d_{f.name}"] = f.default
             if f.init:
                 params.append(f"{f.name}=_d_{f.name}")
             else:
                 value = f"_d_{f.name}"
-        elif f.default_factory is not _MISSING:
+        elif f.default_factory is not MISSING:
             env[f"_f_{f.name}"] = f.default_factory
             if f.init:
                 params.append(f"{f.name}=_MISSING")
@@ -82,6 +205,8 @@ def _init(cls: type, fields: tuple[dataclasses.Field, ...], frozen: bool) -> typ
                 value = f"_f_{f.name}()"
         elif f.init:
             params.append(f.name)
+        else:
+            continue  # no init, no default: left unset (as dataclasses)
         assigns.append(f"_set(self, {f.name!r}, {value})" if frozen else f"self.{f.name} = {value}")
     if hasattr(cls, "__post_init__"):
         assigns.append("self.__post_init__()")
@@ -93,28 +218,80 @@ def _init(cls: type, fields: tuple[dataclasses.Field, ...], frozen: bool) -> typ
     return init
 
 
-@dataclass_transform(field_specifiers=(field,))
-def record(
-    cls: type[_T] | None = None, /, *, frozen: bool = False, slots: bool = False, eq: bool = True
-) -> typing.Any:
+def _lazy_init(cls: type, fields: tuple[Field, ...], frozen: bool) -> Callable[..., None]:
+    """An ``__init__`` that compiles the real one on the first instance and puts it in its place
+    (~0.1 ms per class; a load instantiates about half of corepy's record classes)."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init = _init(cls, fields, frozen)
+        type.__setattr__(cls, "__init__", init)
+        init(self, *args, **kwargs)
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    return __init__
+
+
+class _DataclassView:
+    """``__dataclass_fields__`` / ``__dataclass_params__`` of a record class, made with
+    :mod:`dataclasses` on first access (from a flat twin class) and then stored on the class."""
+
+    def __init__(self, cls: type, name: str, options: dict[str, bool]):
+        self._cls, self._name, self._options = cls, name, options
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        import dataclasses
+
+        cls = self._cls
+        body: dict[str, Any] = {"__annotations__": {}}
+        for f in cls._record_fields:  # type: ignore[attr-defined]
+            body["__annotations__"][f.name] = f.type
+            body[f.name] = dataclasses.field(
+                init=f.init, repr=f.repr, compare=f.compare,
+                **({"default": f.default} if f.default is not MISSING else {}),
+                **({"default_factory": f.default_factory} if f.default_factory is not MISSING else {}))
+        twin: Any = dataclasses.dataclass(type(cls.__name__, (), body), init=False, repr=False, eq=False)
+        params = twin.__dataclass_params__
+        for flag, value in self._options.items():
+            if hasattr(params, flag):
+                setattr(params, flag, value)
+        type.__setattr__(cls, "__dataclass_fields__", twin.__dataclass_fields__)
+        type.__setattr__(cls, "__dataclass_params__", params)
+        return getattr(cls, self._name)
+
+
+@dataclass_transform(field_specifiers=(field, Field))
+def record(cls: type[_T] | None = None, /, *, frozen: bool = False, slots: bool = False, eq: bool = True) -> Any:
     """``@dataclass(frozen=..., slots=..., eq=...)`` at a fraction of the import cost."""
 
     def build(cls: type[_T]) -> type[_T]:
-        own = cls.__dict__
-        plain: typing.Any = dataclasses.dataclass(cls, init=False, repr=False, eq=False)
-        fields = dataclasses.fields(plain)
-        names = tuple(f.name for f in fields)
-        if slots:
-            body = {k: v for k, v in plain.__dict__.items() if k not in names and k not in ("__dict__", "__weakref__")}
-            made: typing.Any = type(plain)(plain.__name__, plain.__bases__, {**body, "__slots__": names})
-            made.__qualname__ = plain.__qualname__
-        else:
-            made = plain
-        params = made.__dataclass_params__
-        for flag, value in (("init", True), ("repr", True), ("eq", eq), ("frozen", frozen), ("slots", slots)):
-            if hasattr(params, flag):
-                setattr(params, flag, value)
-        made.__init__ = _init(made, fields, frozen)
+        own = dict(cls.__dict__)
+        fields = _collect(cls)
+        made: Any = cls
+        if slots:  # a new class: the fields become slots (no class attributes, no __dict__)
+            body = {k: v for k, v in own.items() if k not in ("__dict__", "__weakref__")}
+            for f in fields:
+                body.pop(f.name, None)
+            inherited = {s for b in cls.__mro__[1:-1] for s in b.__dict__.get("__slots__", ())}
+            body["__slots__"] = tuple(f.name for f in fields if f.name not in inherited)
+            made = type(cls)(cls.__name__, cls.__bases__, body)
+            made.__qualname__ = cls.__qualname__
+        else:  # class attributes keep plain defaults (a field() spec gives way to its default)
+            for f in fields:
+                if isinstance(own.get(f.name), Field) or _is_dataclass_field(own.get(f.name)):
+                    if f.default is MISSING:
+                        delattr(made, f.name)
+                    else:
+                        setattr(made, f.name, f.default)
+        made._record_fields = fields
+        options = {"init": True, "repr": True, "eq": eq, "frozen": frozen, "slots": slots}
+        made.__dataclass_fields__ = _DataclassView(made, "__dataclass_fields__", options)
+        made.__dataclass_params__ = _DataclassView(made, "__dataclass_params__", options)
+        if "__init__" not in own:  # (as dataclasses: the class's own __init__ wins)
+            made.__init__ = _lazy_init(made, fields, frozen)
+        if "__match_args__" not in own:
+            made.__match_args__ = tuple(f.name for f in fields if f.init)
+        if made.__doc__ is None:
+            made.__doc__ = f"{made.__name__}({', '.join(f.name for f in fields if f.init)})"
         made._repr_names = tuple(f.name for f in fields if f.repr)
         made._values = staticmethod(_values_getter(tuple(f.name for f in fields if f.compare)))
         if "__repr__" not in own:

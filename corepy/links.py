@@ -8,10 +8,9 @@ kernels, a socket filter) are :class:`Link` subclasses with the same ``close()``
 from __future__ import annotations
 
 import errno
-from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from ._records import record
+from ._records import field, record
 from .errors import NotSupportedError, SyscallError
 
 if TYPE_CHECKING:

@@ -15,10 +15,9 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from ._records import record
+from ._records import field, record
 from .asm.insn import Insn, decode
 from .errors import BPFPermissionError, NotSupportedError, ObjectError, VerifierError
 

@@ -8,10 +8,9 @@ clang writes it (divide by 8 for an instruction index).
 from __future__ import annotations
 
 import struct
-from dataclasses import field
 from typing import Any
 
-from .._records import record
+from .._records import field, record
 from ..errors import BTFError
 from . import format as fmt
 

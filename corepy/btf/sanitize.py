@@ -16,9 +16,8 @@ Renamed types get ``name_off=-1`` so the writer interns their new names.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import fields, replace
 
-from .._records import record
+from .._records import fields, record, replace
 from ..errors import BTFError
 from .types import (
     Const, Datasec, DeclTag, Enum, Enum64, EnumValue, Float, Func, FuncProto, Int, IntEncoding,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import enum
 import typing
-from dataclasses import field
 
-from .._records import record
+from .._records import field, record
 
 _record = record(frozen=True, slots=True)
 """Every type class: ``@dataclass(frozen=True, slots=True)``, built the cheaper way."""

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import field, replace
 from typing import TYPE_CHECKING
 
-from .._records import record
+from .._records import field, record, replace
 from ..asm.insn import (
     CALL_INSN, PSEUDO_BTF_ID, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, Insn,
 )

@@ -7,10 +7,9 @@ here touches the kernel. Fields a user may change before load are plain attribut
 from __future__ import annotations
 
 import enum
-from dataclasses import field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .._records import record
+from .._records import field, fields, record
 from ..asm.insn import Insn
 from ..btf.ext import CoreRelo, FuncInfo, LineInfo
 from ..errors import ObjectError
