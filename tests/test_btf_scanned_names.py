@@ -114,3 +114,17 @@ def test_pointer_size_as_the_long_types_of_other_kernels_say(name: str) -> None:
     btf = BTF.from_bytes(btf_blob(name))
     longs = {t.size for n in ("long int", "long unsigned int") for t in btf.find(n)}
     assert longs == {btf.pointer_size}
+
+
+def test_names_at_reads_inside_the_strings_only() -> None:
+    """The pointer-lane gather refuses any offset at or past the end (never reads outside)."""
+    from array import array
+
+    from corepy.btf.strings import _names_at
+
+    strtab = b"\0abc\0de\0"
+    assert _names_at(strtab, array("I", [1, 5, 2, 0, 7])) == [b"abc", b"de", b"bc", b"", b""]
+    for bad in (len(strtab), len(strtab) + 1, 0xFFFFFFFF):
+        assert _names_at(strtab, array("I", [1, bad, 5])) is None
+    assert _names_at(b"\0abc", array("I", [1])) is None  # no final NUL: never handed to strlen
+    assert _names_at(strtab, array("I")) == []
