@@ -3,9 +3,10 @@
 
 Fields are declared as for a dataclass (annotations, defaults, :func:`field`); ``__init__`` is
 generated (one small ``compile`` per class, when its first instance is made),
-``__repr__``/``__eq__``/``__hash__`` and the frozen guards are shared functions. Same semantics as ``@dataclass`` for what corepy uses: ``frozen``,
-``slots``, ``eq``, defaults, ``default_factory``, ``init=False``, ``repr=False``,
-``compare=False``, ``ClassVar`` annotations skipped, methods the class defines itself win.
+``__repr__``/``__eq__``/``__hash__`` and the frozen guards are shared functions. Same semantics
+as ``@dataclass`` for what corepy uses: ``frozen``, ``slots``, ``eq``, defaults,
+``default_factory``, ``init=False``, ``repr=False``, ``compare=False``, ``ClassVar`` annotations
+skipped, methods the class defines itself win.
 
 The classes still are dataclasses to :mod:`dataclasses`: ``is_dataclass``, ``fields``,
 ``replace`` and ``asdict`` work, through ``__dataclass_fields__``/``__dataclass_params__``
