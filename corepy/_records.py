@@ -233,16 +233,17 @@ def _lazy_init(cls: type, fields: tuple[Field, ...], frozen: bool) -> Callable[.
 
 
 class _DataclassView:
-    """``__dataclass_fields__`` / ``__dataclass_params__`` of a record class, made with
-    :mod:`dataclasses` on first access (from a flat twin class) and then stored on the class."""
+    """``__dataclass_fields__`` / ``__dataclass_params__`` of every record class (one shared
+    instance per name), made with :mod:`dataclasses` on first access (from a flat twin class) and
+    then stored on the record class, where later lookups find them."""
 
-    def __init__(self, cls: type, name: str, options: dict[str, bool]):
-        self._cls, self._name, self._options = cls, name, options
+    def __init__(self, name: str):
+        self._name = name
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         import dataclasses
 
-        cls = self._cls
+        cls = next(c for c in (owner or type(obj)).__mro__ if "_record_fields" in c.__dict__)
         body: dict[str, Any] = {"__annotations__": {}}
         for f in cls._record_fields:  # type: ignore[attr-defined]
             body["__annotations__"][f.name] = f.type
@@ -252,7 +253,8 @@ class _DataclassView:
                 **({"default_factory": f.default_factory} if f.default_factory is not MISSING else {}))
         twin: Any = dataclasses.dataclass(type(cls.__name__, (), body), init=False, repr=False, eq=False)
         params = twin.__dataclass_params__
-        for flag, value in self._options.items():
+        eq, frozen, slots = cls._record_options  # type: ignore[attr-defined]
+        for flag, value in (("init", True), ("repr", True), ("eq", eq), ("frozen", frozen), ("slots", slots)):
             if hasattr(params, flag):
                 setattr(params, flag, value)
         type.__setattr__(cls, "__dataclass_fields__", twin.__dataclass_fields__)
@@ -260,22 +262,46 @@ class _DataclassView:
         return getattr(cls, self._name)
 
 
+_FIELDS_VIEW = _DataclassView("__dataclass_fields__")
+_PARAMS_VIEW = _DataclassView("__dataclass_params__")
+
+
 @dataclass_transform(field_specifiers=(field, Field))
 def record(cls: type[_T] | None = None, /, *, frozen: bool = False, slots: bool = False, eq: bool = True) -> Any:
     """``@dataclass(frozen=..., slots=..., eq=...)`` at a fraction of the import cost."""
 
     def build(cls: type[_T]) -> type[_T]:
-        own = dict(cls.__dict__)
+        own = cls.__dict__
         fields = _collect(cls)
+        added: dict[str, Any] = {
+            "_record_fields": fields, "_record_options": (eq, frozen, slots),
+            "__dataclass_fields__": _FIELDS_VIEW, "__dataclass_params__": _PARAMS_VIEW,
+            "_repr_names": tuple(f.name for f in fields if f.repr),
+            "_values": staticmethod(_values_getter(tuple(f.name for f in fields if f.compare))),
+        }
+        if "__match_args__" not in own:
+            added["__match_args__"] = tuple(f.name for f in fields if f.init)
+        if own.get("__doc__") is None:
+            added["__doc__"] = f"{cls.__name__}({', '.join(f.name for f in fields if f.init)})"
+        if "__repr__" not in own:
+            added["__repr__"] = _repr
+        if eq and "__eq__" not in own:
+            added["__eq__"] = _eq
+        explicit_hash = "__hash__" in own and not (own["__hash__"] is None and "__eq__" in own)
+        if eq and not explicit_hash:
+            added["__hash__"] = _hash if frozen else None
+        if frozen:
+            added["__setattr__"], added["__delattr__"] = _frozen_setattr, _frozen_delattr
+            if slots:
+                added["__getstate__"], added["__setstate__"] = _getstate, _setstate
         made: Any = cls
         if slots:  # a new class: the fields become slots (no class attributes, no __dict__)
-            body = {k: v for k, v in own.items() if k not in ("__dict__", "__weakref__")}
-            for f in fields:
-                body.pop(f.name, None)
+            names = {f.name for f in fields}
+            body = {k: v for k, v in own.items() if k not in names and k not in ("__dict__", "__weakref__")}
             inherited = {s for b in cls.__mro__[1:-1] for s in b.__dict__.get("__slots__", ())}
-            body["__slots__"] = tuple(f.name for f in fields if f.name not in inherited)
+            body.update(added, __slots__=tuple(f.name for f in fields if f.name not in inherited),
+                        __qualname__=cls.__qualname__)
             made = type(cls)(cls.__name__, cls.__bases__, body)
-            made.__qualname__ = cls.__qualname__
         else:  # class attributes keep plain defaults (a field() spec gives way to its default)
             for f in fields:
                 if isinstance(own.get(f.name), Field) or _is_dataclass_field(own.get(f.name)):
@@ -283,29 +309,10 @@ def record(cls: type[_T] | None = None, /, *, frozen: bool = False, slots: bool 
                         delattr(made, f.name)
                     else:
                         setattr(made, f.name, f.default)
-        made._record_fields = fields
-        options = {"init": True, "repr": True, "eq": eq, "frozen": frozen, "slots": slots}
-        made.__dataclass_fields__ = _DataclassView(made, "__dataclass_fields__", options)
-        made.__dataclass_params__ = _DataclassView(made, "__dataclass_params__", options)
+            for name, value in added.items():
+                setattr(made, name, value)
         if "__init__" not in own:  # (as dataclasses: the class's own __init__ wins)
             made.__init__ = _lazy_init(made, fields, frozen)
-        if "__match_args__" not in own:
-            made.__match_args__ = tuple(f.name for f in fields if f.init)
-        if made.__doc__ is None:
-            made.__doc__ = f"{made.__name__}({', '.join(f.name for f in fields if f.init)})"
-        made._repr_names = tuple(f.name for f in fields if f.repr)
-        made._values = staticmethod(_values_getter(tuple(f.name for f in fields if f.compare)))
-        if "__repr__" not in own:
-            made.__repr__ = _repr
-        explicit_hash = "__hash__" in own and not (own["__hash__"] is None and "__eq__" in own)
-        if eq and "__eq__" not in own:
-            made.__eq__ = _eq
-        if not explicit_hash and eq:
-            made.__hash__ = _hash if frozen else None
-        if frozen:
-            made.__setattr__, made.__delattr__ = _frozen_setattr, _frozen_delattr
-            if slots:
-                made.__getstate__, made.__setstate__ = _getstate, _setstate
         return made
 
     return build if cls is None else build(cls)

@@ -314,7 +314,8 @@ def pack_line_info(records: Iterable[Any]) -> bytes:
 
 
 def _sanitize_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.]", "_", name)[:_PROG_NAME_MAX]
+    """The kernel's object name rules: ASCII letters, digits, ``_`` and ``.``; others become ``_``."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_.") else "_" for c in name[:_PROG_NAME_MAX])
 
 
 _TRAMPOLINE_KINDS = ("fentry", "fexit", "fmod_ret", "lsm", "freplace")
@@ -406,13 +407,14 @@ def load_program(
 
 # --- explaining verifier failures ----------------------------------------
 
-_INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)", re.M)
+_INSN_LINE = r"^(\d+): \(([0-9a-f]{2})\)"
+"""A verifier log line of an instruction (compiled by :mod:`re` on first use: only failures read logs)."""
 
 
 def failing_insn(log: str) -> int | None:
     """Index of the last instruction the verifier printed (``N: (..) ...``), if any."""
     last = None
-    for m in _INSN_LINE.finditer(log):
+    for m in re.finditer(_INSN_LINE, log, re.M):
         last = int(m.group(1))
     return last
 
