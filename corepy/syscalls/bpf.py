@@ -12,9 +12,9 @@ from .uapi import Cmd
 
 # syscall numbers per architecture (uname machine spelling)
 SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {"bpf": 321, "perf_event_open": 298},
-    "aarch64": {"bpf": 280, "perf_event_open": 241},
-    "arm64": {"bpf": 280, "perf_event_open": 241},
+    "x86_64": {"bpf": 321, "perf_event_open": 298, "ioctl": 16},
+    "aarch64": {"bpf": 280, "perf_event_open": 241, "ioctl": 29},
+    "arm64": {"bpf": 280, "perf_event_open": 241, "ioctl": 29},
 }
 
 PROG_LOAD_ATTEMPTS = 5  # libbpf retries BPF_PROG_LOAD on EAGAIN this many times

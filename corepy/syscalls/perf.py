@@ -4,7 +4,6 @@ dynamic kprobe/uprobe PMUs from /sys/bus/event_source."""
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import os
 from ctypes import c_int32, c_uint16, c_uint32, c_uint64
 
@@ -196,11 +195,21 @@ PERF_EVENT_IOC_SET_BPF = _ioc(_WRITE, 8, 4)
 PERF_EVENT_IOC_PAUSE_OUTPUT = _ioc(_WRITE, 9, 4)
 
 
+_IOCTL_NR: int | None = None
+
+
 def _ioctl(fd: FdLike, request: int, arg: int, name: str) -> None:
-    try:
-        fcntl.ioctl(fdnum(fd), request, arg)
-    except OSError as e:
-        raise_for_errno(name, e.errno or 0, f"perf event fd {fdnum(fd)}")
+    """``ioctl(fd, request, arg)`` through ``libc.syscall`` as the other calls here (no :mod:`fcntl`
+    to load); ``arg`` is an integer or an address."""
+    global _IOCTL_NR
+    if _IOCTL_NR is None:
+        _IOCTL_NR = syscall_number("ioctl")
+    while True:
+        result, err = raw_syscall(_IOCTL_NR, fdnum(fd), request, arg)
+        if result >= 0:
+            return
+        if err != 4:  # EINTR
+            raise_for_errno(name, err, f"perf event fd {fdnum(fd)}")
 
 
 def ioctl_enable(fd: FdLike) -> None:
@@ -220,12 +229,9 @@ def ioctl_set_bpf(fd: FdLike, prog_fd: FdLike) -> None:
 
 def ioctl_id(fd: FdLike) -> int:
     """PERF_EVENT_IOC_ID: the event's id."""
-    buf = bytearray(8)
-    try:
-        fcntl.ioctl(fdnum(fd), PERF_EVENT_IOC_ID, buf, True)
-    except OSError as e:
-        raise_for_errno("PERF_EVENT_IOC_ID", e.errno or 0, f"perf event fd {fdnum(fd)}")
-    return int.from_bytes(buf, "little")
+    event_id = ctypes.c_uint64()
+    _ioctl(fd, PERF_EVENT_IOC_ID, ctypes.addressof(event_id), "PERF_EVENT_IOC_ID")
+    return event_id.value
 
 
 # --- dynamic PMUs ---
