@@ -5,7 +5,8 @@
 - ``bpftool prog loadall`` (loads and pins; bpftool 7.1 cannot auto-attach) into a temp bpffs dir,
 - bcc compiling equivalent C (only where python3-bpfcc and kernel headers are installed).
 
-Each is a fresh process, run several times; the median counts. Both Python scripts also
+Each is a fresh process, run several times; the median counts (the two Python scripts' runs
+alternate, so a slow stretch of the machine weighs on both alike). Both Python scripts also
 report their in-process phases (imports+open, load, attach, close); close is mostly the
 kernel's RCU waits as tracepoint perf events are torn down, which both sides pay. Also prints
 which imports cost corepy the most (``python -X importtime``). Needs root. The last line holds
@@ -112,19 +113,29 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 def timed(cmd: list[str], runs: int = RUNS, phases: list[list[float]] | None = None) -> float:
     """Median wall time in ms of ``cmd`` as a fresh process, after one untimed warm-up run
     (fails loudly if it fails). ``phases`` collects each run's ``PHASES`` line, if it prints one."""
-    subprocess.run(cmd, capture_output=True, env=ENV)
-    times = []
+    return timed_together([cmd], runs, [phases])[0]
+
+
+def timed_together(cmds: list[list[str]], runs: int = RUNS,
+                   phases: list[list[list[float]] | None] | None = None) -> list[float]:
+    """:func:`timed` for several commands whose runs alternate (A B A B ...), so that a slow
+    stretch of the machine weighs on each side alike rather than on whichever ran then."""
+    phases = phases or [None] * len(cmds)
+    for cmd in cmds:
+        subprocess.run(cmd, capture_output=True, env=ENV)
+    times: list[list[float]] = [[] for _ in cmds]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
-        times.append((time.perf_counter() - t0) * 1000)
-        if done.returncode:
-            raise SystemExit(f"{' '.join(cmd[:3])}... failed ({done.returncode}):\n{done.stderr[-2000:]}")
-        if phases is not None:
-            line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PHASES ")), None)
-            if line is not None:
-                phases.append([float(v) for v in line.split()[1:]])
-    return statistics.median(times)
+        for cmd, out, collected in zip(cmds, times, phases):
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+            out.append((time.perf_counter() - t0) * 1000)
+            if done.returncode:
+                raise SystemExit(f"{' '.join(cmd[:3])}... failed ({done.returncode}):\n{done.stderr[-2000:]}")
+            if collected is not None:
+                line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PHASES ")), None)
+                if line is not None:
+                    collected.append([float(v) for v in line.split()[1:]])
+    return [statistics.median(t) for t in times]
 
 
 def phase_text(phases: list[list[float]]) -> str:
@@ -183,10 +194,10 @@ def main() -> None:
     print(f"python start-up (no imports): {interp:.1f} ms")
     corepy_phases: list[list[float]] = []
     libbpf_phases: list[list[float]] = []
-    corepy_ms = timed([PY, "-c", COREPY], phases=corepy_phases)
+    corepy_ms, libbpf_ms = timed_together([[PY, "-c", COREPY], [PY, "-c", LIBBPF_CTYPES]],
+                                          phases=[corepy_phases, libbpf_phases])
     print(f"corepy open+load+attach:       {corepy_ms:.1f} ms")
-    libbpf_ms = timed([PY, "-c", LIBBPF_CTYPES], phases=libbpf_phases)
-    print(f"python + libbpf1 via ctypes:   {libbpf_ms:.1f} ms")
+    print(f"python + libbpf1 via ctypes:   {libbpf_ms:.1f} ms (runs alternating with corepy's)")
     print(f"  in-process phases, median ms: corepy {phase_text(corepy_phases)}")
     print(f"                                libbpf {phase_text(libbpf_phases)}")
     bpftool_ms = bpftool_loadall() if shutil.which("bpftool") else float("nan")
