@@ -239,7 +239,6 @@ class Object:
         spec = self.spec
         if spec.btf is None or not spec.btf_fixups:
             return None
-        from .btf.sanitize import needs_sanitizing, sanitize
         from .syscalls import features
         from .syscalls.load import btf_load
 
@@ -247,13 +246,16 @@ class Object:
         try:
             if not features.has_btf():
                 return None
-            feats = features.btf_features()
-            if needs_sanitizing(feats):
+            feats = features.btf_features()  # (keyed as sanitize.BTFFeatures: needs_sanitizing)
+            if not all(feats.values()):  # some kind is unknown to this kernel: rewrite as libbpf does
+                from .btf.sanitize import sanitize
                 from .btf.spec import BTF
                 from .btf.writer import write_btf
 
                 parsed = BTF.from_bytes(blob, source=f"{self.path} (.BTF prepared)")
-                blob = write_btf(sanitize(list(parsed.types()), feats), byte_order=parsed.byte_order)
+                # the string section stays (new names appended): func/line info point into it
+                blob = write_btf(sanitize(list(parsed.types()), feats), byte_order=parsed.byte_order,
+                                 strings=parsed.strings_bytes())
             return btf_load(blob, log_level=self.log_level)
         except (SyscallError, CorepyError) as e:
             warnings.warn(f"{self.path}: the kernel refused the object's BTF, loading without it "
