@@ -32,6 +32,21 @@ def test_scanned_equals_index_on_odd_strings() -> None:
     scanned, index = _both(BTF.from_bytes(_odd_blob()))
     for name in (b"abc", b"bc", b"c", b"", b"nope", b"a", b"abc\0bc", b"\0"):
         assert scanned.positions(name) == index.positions(name), name
+    assert scanned._mid is None  # (few occurrences mid-string: each was looked for by itself)
+
+
+@pytest.mark.parametrize(("checks", "global_check"), [(0, True), (1, True), (8, None)])
+def test_mid_string_occurrences_one_by_one_or_after_the_global_check(monkeypatch: pytest.MonkeyPatch, checks: int,
+                                                                     global_check: bool | None) -> None:
+    """Occurrences mid-string are found one by one up to _MID_CHECKS, past it by the one-time check:
+    the same answers either way."""
+    import corepy.btf.strings as strings
+
+    monkeypatch.setattr(strings, "_MID_CHECKS", checks)
+    scanned, index = _both(BTF.from_bytes(_odd_blob()))
+    for name in (b"bc", b"c", b"abc", b"nope"):
+        assert scanned.positions(name) == index.positions(name), name
+    assert scanned._mid is global_check  # ("bc" ends both "abc": 2 occurrences mid-string)
     assert scanned.positions(b"bc") == [1, 2, 7, 8]
     assert scanned.positions(b"abc") == [0, 4]
 
