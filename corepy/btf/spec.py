@@ -23,7 +23,6 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from ..errors import BTFError, ObjectError
 from . import format as fmt
@@ -61,6 +60,7 @@ from .types import (
     Volatile,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .ext import BTFExt
 
