@@ -7,13 +7,19 @@ costs ~25 ms to import). Everything downstream sees only the small records below
 malformed input fails here with an ObjectError naming what is wrong.
 """
 
+from __future__ import annotations
+
 import os
 import struct
 import zlib
 from collections import namedtuple
-from typing import Any, NamedTuple
 
+from .._records import record
 from ..errors import ObjectError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ElfSection", "ElfSymbol", "ElfReloc", "ElfObject", "read_elf"]
 
@@ -31,8 +37,9 @@ MAX_DECOMPRESSED = 1 << 28  # no BPF object section comes near; keeps a corrupt 
 R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = 1, 2, 3, 4, 10
 
 
-class ElfSection(NamedTuple):
-    index: int  # type: ignore[assignment]  # (a field shadowing tuple.index is fine at run time)
+@record(frozen=True, slots=True)
+class ElfSection:
+    index: int
     name: str
     type: int
     flags: int
@@ -47,8 +54,9 @@ class ElfSection(NamedTuple):
         return self.type == SHT_PROGBITS and bool(self.flags & SHF_EXECINSTR) and self.size > 0
 
 
-class ElfSymbol(NamedTuple):
-    index: int  # type: ignore[assignment]
+@record(frozen=True, slots=True)
+class ElfSymbol:
+    index: int
     name: str
     value: int
     size: int
@@ -63,14 +71,16 @@ class ElfSymbol(NamedTuple):
         return self.shndx == SHN_UNDEF and self.bind in (STB_GLOBAL, STB_WEAK) and self.type == STT_NOTYPE
 
 
-class ElfReloc(NamedTuple):
+@record(frozen=True, slots=True)
+class ElfReloc:
     offset: int
     """Byte offset in the section being relocated."""
     symbol: ElfSymbol
     type: int
 
 
-class ElfObject(NamedTuple):
+@record(frozen=True, slots=True)
+class ElfObject:
     path: str
     little_endian: bool
     sections: list[ElfSection]
