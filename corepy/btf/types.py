@@ -12,7 +12,6 @@ built by hand leave it at -1 and the writer interns their names.
 from __future__ import annotations
 
 import enum
-import typing
 
 from .._records import field, record
 
@@ -347,11 +346,11 @@ class TypeTag:
 
 
 
-Type = typing.Union[
-    Void, Int, Ptr, Array, Struct, Union, Enum, Enum64, Fwd, Typedef, Volatile, Const,
-    Restrict, Func, FuncProto, Var, Datasec, Float, DeclTag, TypeTag,
-]
-"""Any BTF type."""
+Type = (
+    Void | Int | Ptr | Array | Struct | Union | Enum | Enum64 | Fwd | Typedef | Volatile | Const
+    | Restrict | Func | FuncProto | Var | Datasec | Float | DeclTag | TypeTag
+)
+"""Any BTF type (a ``types.UnionType``: fine in annotations and ``isinstance``)."""
 
 VOID = Void()
 
