@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Literal, TypeVar
 
 from .._records import record
 from ..errors import raise_for_errno
@@ -14,7 +13,12 @@ from .bpf import bpf, bpf_errno
 from .fd import FD, FdLike, fdnum
 from .uapi import Cmd
 
-ObjKind = Literal["prog", "map", "btf", "link"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal, TypeVar
+
+    ObjKind = Literal["prog", "map", "btf", "link"]
+    Info = TypeVar("Info", ProgInfo, MapInfo, BTFInfo, LinkInfo)
 
 _NEXT_ID: dict[str, Cmd] = {
     "prog": Cmd.PROG_GET_NEXT_ID,
@@ -70,9 +74,6 @@ def get_fd_by_id(kind: ObjKind, obj_id: int, open_flags: int = 0) -> FD:
     """BPF_<KIND>_GET_FD_BY_ID: an fd for the object with id ``obj_id``."""
     cmd = _kind(kind, _FD_BY_ID)
     return FD(bpf(cmd, GetIdAttr(start_id=obj_id, open_flags=open_flags), detail=f"{kind} id {obj_id}"), kind)
-
-
-Info = TypeVar("Info", ProgInfo, MapInfo, BTFInfo, LinkInfo)
 
 
 def obj_get_info(fd: FdLike, info: Info) -> Info:
