@@ -21,11 +21,13 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 from .errors import CorepyError, ObjectError, SyscallError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .btf.spec import BTF
     from .links import Link
     from .maps import Map

@@ -8,13 +8,14 @@ kernels, a socket filter) are :class:`Link` subclasses with the same ``close()``
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any
 
 from ._records import field, record
 from .errors import NotSupportedError, SyscallError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
     from .programs import Program
     from .syscalls.fd import FD

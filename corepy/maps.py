@@ -23,7 +23,6 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 from ._records import record
 from .errors import CorepyError, NotSupportedError, SyscallError, raise_for_errno
@@ -35,7 +34,10 @@ from .syscalls.cpus import possible_cpu_count
 from .syscalls.fd import FD
 from .syscalls.uapi import BPF_ANY, BPF_EXIST, Cmd, MapFlag, MapType
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .btf.spec import BTF
     from .object.spec import MapSpec
 

@@ -18,12 +18,15 @@ import mmap
 import os
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .errors import CorepyError, raise_for_errno
 from .poller import EventBuffer, resolve_decoder
 from .ringbuf import _BATCH_MAX, _map_facts, strided
 from .syscalls.fd import FD
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["PerfBuffer", "PerfEventMmapPage", "PERF_RECORD_SAMPLE", "PERF_RECORD_LOST"]
 

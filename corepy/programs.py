@@ -15,13 +15,15 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from ._records import field, record
 from .asm.insn import Insn, decode
 from .errors import BPFPermissionError, NotSupportedError, ObjectError, VerifierError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .links import Link
     from .syscalls.fd import FD
 

@@ -19,10 +19,13 @@ import errno
 import mmap
 import struct
 from collections.abc import Callable
-from typing import Any
 
 from .errors import CorepyError, raise_for_errno
 from .poller import Decoder, EventBuffer, resolve_decoder
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["RingBuffer", "UserRingBuffer", "Reservation", "BUSY_BIT", "DISCARD_BIT", "HEADER_SIZE"]
 

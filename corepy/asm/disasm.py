@@ -9,13 +9,16 @@ name kfuncs and BTF ids.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from .insn import (
     ABS, ALU, ALU64, ATOMIC, CALL, DW, END, EXIT, IND, JA, JMP, JMP32, LD, LDX, MEM, MEMSX, MOD, DIV, MOV, NEG,
     PSEUDO_BTF_ID, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_IDX,
     PSEUDO_MAP_IDX_VALUE, PSEUDO_MAP_VALUE, ST, STX, B, H, W, X, Insn,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["format_insn", "disassemble"]
 

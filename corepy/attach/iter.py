@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING
 
 from ..links import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..programs import Program
 

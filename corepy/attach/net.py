@@ -6,12 +6,14 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import TYPE_CHECKING, Any
 
 from ..errors import SyscallError
 from ..links import Link, SocketAttachment
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..programs import Program
 
 __all__ = ["attach_xdp", "attach_tcx", "attach_cgroup", "attach_socket", "ifindex",

@@ -7,12 +7,14 @@ link (pinnable, with info and a BPF cookie); older kernels get ``PERF_EVENT_IOC_
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from ..errors import NotSupportedError
 from ..links import Link, PerfEventAttachment
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..programs import Program
     from ..syscalls.fd import FD
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import TYPE_CHECKING
 
 from ..errors import NotSupportedError
 from ..links import Link
 from .perf_event import attach_perf_fd
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..programs import Program
     from ..syscalls.fd import FD

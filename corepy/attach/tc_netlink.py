@@ -12,11 +12,11 @@ import os
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING
 
 from ..errors import NotSupportedError, SyscallError, raise_for_errno
 from ..links import Link, LinkInfo
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..programs import Program
 

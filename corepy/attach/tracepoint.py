@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..links import Link
 from .perf_event import attach_perf_fd
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..programs import Program
 

@@ -5,10 +5,9 @@ Their target was fixed at load time (``attach_btf_id``), so attaching takes no a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..links import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..programs import Program
 

@@ -14,12 +14,12 @@ import platform
 import re
 import struct
 import threading
-from typing import TYPE_CHECKING
 
 from .._records import record
 from ..errors import NotSupportedError, ObjectError
 from ..links import Link, LinkInfo
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..programs import Program
 

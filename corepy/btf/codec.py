@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from ..errors import BTFError
 from .types import (
     Array, Datasec, Enum, Enum64, Float, Int, IntEncoding, Ptr, Struct, Union, Var,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Codec", "StructValue"]
 

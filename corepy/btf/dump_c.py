@@ -10,15 +10,16 @@ structs/unions/enums are written inline; struct layouts are reproduced exactly
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TextIO
-
 from ..errors import BTFError
 from .types import (
     Array, Const, Datasec, DeclTag, Enum, Enum64, Float, Func, FuncProto, Fwd, Int, Ptr,
     Restrict, Struct, Type, Typedef, TypeTag, Union, Var, Volatile,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from .spec import BTF
 
 __all__ = ["CDumper", "dump_c", "write_c"]

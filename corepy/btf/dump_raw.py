@@ -4,7 +4,6 @@ text of ``bpftool btf dump file FILE format raw`` so the two can be diffed."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, TextIO
 
 from .types import (
     Array, Const, Datasec, DeclTag, Enum, Enum64, Float, Func, FuncProto, Fwd, Int,
@@ -12,7 +11,10 @@ from .types import (
     Volatile,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from .spec import BTF
 
 __all__ = ["dump_raw", "format_type", "write_raw"]

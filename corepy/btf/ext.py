@@ -8,11 +8,14 @@ clang writes it (divide by 8 for an instruction index).
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from .._records import field, record
 from ..errors import BTFError
 from . import format as fmt
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @record(frozen=True, slots=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..btf.core import Target
     from ..object import CoreRecord, ObjectSpec
 

@@ -24,11 +24,14 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import corepy
 from corepy.errors import CorepyError
 from corepy.ringbuf import RingBuffer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 RECORD_TYPE = "event"
 """Records are ``struct event`` of bootstrap.h, decoded through the object's BTF."""

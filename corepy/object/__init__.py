@@ -8,7 +8,10 @@ instructions ready for BPF_PROG_LOAD (the loader patches in map fds).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _LAZY = {
     "ObjectSpec": "spec", "ProgramSpec": "spec", "MapSpec": "spec", "VariableSpec": "spec",

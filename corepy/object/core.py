@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .._records import record
 from ..btf.ext import CoreRelo
 from ..errors import ObjectError, RelocationError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..btf.core import CoreResult, Target
     from ..btf.spec import BTF
     from .spec import ObjectSpec

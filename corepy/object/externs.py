@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
 
 from .._records import record
 from ..btf.types import Kind
 from ..errors import ObjectError
 from .spec import ExternKind, ExternSpec, KconfigType
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..btf.spec import BTF
     from .spec import ObjectSpec
 

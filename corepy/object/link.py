@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from .._records import field, record, replace
 from ..asm.insn import (
@@ -19,6 +18,7 @@ from ..btf.ext import FuncInfo, LineInfo
 from ..errors import ObjectError, RelocationError
 from .spec import ExternKind, Function, ObjectSpec, ProgramSpec, RelocKind
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .core import CoreRecord
     from .externs import ResolvedExterns

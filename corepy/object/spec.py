@@ -7,7 +7,6 @@ here touches the kernel. Fields a user may change before load are plain attribut
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._records import field, fields, record
 from ..asm.insn import Insn
@@ -16,7 +15,10 @@ from ..errors import ObjectError
 from ..syscalls.uapi import AttachType, MapType, ProgType
 from .sections import SecFlag
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from ..btf.spec import BTF
 
 __all__ = [

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ctypes
 from ctypes import c_char, c_int32, c_uint8, c_uint32, c_uint64
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 u32, s32, u64 = c_uint32, c_int32, c_uint64
 

@@ -14,7 +14,6 @@ import mmap
 import os
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from .._records import record
 from ..asm.insn import ALU64, CALL_INSN, EXIT_INSN, K, LD_IMM64, MOV, PSEUDO_MAP_VALUE, Insn
@@ -26,7 +25,10 @@ from .load import btf_load, prog_load
 from .maps import map_create
 from .uapi import AttachType, Cmd, LinkType, MapFlag, MapType, ProgFlag, ProgType
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .helpers import Helper
 
 

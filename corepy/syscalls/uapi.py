@@ -7,8 +7,8 @@ the uapi header's ``#define``s; older kernels know a prefix of each enum.
 from __future__ import annotations
 
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .helpers import Helper
 

@@ -10,13 +10,13 @@ meaningful points: the initial pointer index, named fields and array indices.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from ..._records import field, record
 from ...errors import BTFError, RelocationError
 from ..types import COMPOSITE, Array, Enum, Enum64, Kind, Struct, Type, Union
 from .kinds import ReloKind
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..ext import CoreRelo
     from ..spec import BTF

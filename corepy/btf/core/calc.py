@@ -4,8 +4,6 @@ the value for the target kernel (``new``), or the decision to poison it (libbpf
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..._records import record
 from ...errors import BTFError, RelocationError
 from ..types import ENUMS, Int, IntEncoding, Ptr, essential_name
@@ -14,6 +12,7 @@ from .kinds import ReloKind
 from .match import spec_match
 from .target import Candidate, Target
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..ext import CoreRelo
     from ..spec import BTF

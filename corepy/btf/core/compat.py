@@ -10,12 +10,11 @@ and raises RelocationError where libbpf gives up (recursion too deep).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ...errors import RelocationError
 from ..types import (COMPOSITE, ENUMS, Array, Enum, Enum64, FuncProto, Fwd, Int, Kind, Ptr, Struct,
                      Type, Union, essential_name)
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..spec import BTF
 

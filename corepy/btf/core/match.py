@@ -3,14 +3,13 @@ and ``bpf_core_match_member``), producing the target spec and, on failure, why."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ...errors import RelocationError
 from ..types import COMPOSITE, ENUMS, Array, essential_name
 from .access import SPEC_MAX_LEN, Accessor, CoreSpec, is_flex_array, kind_str
 from .compat import fields_are_compat, types_are_compat, types_match
 from .kinds import ReloKind
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..spec import BTF
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ...asm.insn import ALU, ALU64, CALL_INSN, LD, LD_IMM64, LDX, SIZE_BYTES, ST, STX, Insn, K
 from ...errors import RelocationError
 from .calc import CoreResult
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..ext import CoreRelo
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from ..._records import record
 from ...errors import BTFError, RelocationError
 from ..types import ENUMS, Kind, Type, essential_name
 from .access import kind_str
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..spec import BTF
 
