@@ -1,0 +1,55 @@
+"""What the open/load/attach path imports: no ``typing`` (~2.3 ms, and objects that slow the
+interpreter's exit), no ``dataclasses``/``inspect``/``ast``/``dis``. Each check runs in a fresh
+interpreter, since this one has imported everything by now."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import requires_root
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOTSTRAP = ROOT / "fixtures" / "bootstrap.bpf.o"
+HEAVY = ("typing", "dataclasses", "inspect", "ast", "dis")
+
+
+def _imported_after(body: str) -> list[str]:
+    """The HEAVY modules a fresh interpreter has imported after ``import corepy`` and ``body``."""
+    code = f"import sys, corepy\n{body}\nprint(*sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1].split()
+
+
+def test_python_alone_imports_none_of_them() -> None:
+    """The baseline: the interpreter's own start-up imports none of HEAVY (else the checks below
+    would prove nothing)."""
+    code = f"import sys; print(*sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
+
+
+def test_open_imports_no_typing() -> None:
+    """Parsing an object (no kernel involved) imports none of HEAVY."""
+    assert _imported_after(f"corepy.open({str(BOOTSTRAP)!r}).close()") == []
+
+
+@requires_root
+def test_open_load_attach_close_imports_no_typing() -> None:
+    """The whole bench/load.py path, links and object closed at the end, imports none of HEAVY."""
+    body = (f"with corepy.open({str(BOOTSTRAP)!r}) as obj:\n"
+            "    obj.load()\n"
+            "    obj.attach()")
+    assert _imported_after(body) == []
+
+
+def test_btf_type_alias_is_a_union_of_every_kind() -> None:
+    """``corepy.btf.types.Type`` (an ``X | Y`` union, no typing) covers every kind's class."""
+    from corepy.btf.types import KIND_CLASS, VOID, Type
+
+    assert isinstance(VOID, Type)
+    assert set(Type.__args__) == set(KIND_CLASS.values())
+    assert not isinstance(1, Type)
