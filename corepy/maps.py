@@ -335,7 +335,9 @@ class Map:
 
     def _new_elem(self) -> _Elem:
         fd = -1 if self.fd.closed else self.fd.fileno()
-        return _Elem(fd, self.key_size, self._kconv, self._vconv, self._check_keyed)
+        keyless = None if self._kconv is not None else functools.partial(
+            _no_keys, f"map {self.name!r} ({_type_name(self.type)}) has no keys: use push/pop/peek")
+        return _Elem(fd, self.key_size, self._kconv, self._vconv, keyless)
 
     def _thread_elem(self) -> _Elem:
         return self._elem if threading.get_ident() == self._owner else self._new_elem()
@@ -537,9 +539,9 @@ class Map:
         return view
 
     # --- element access (hot path) --------------------------------------
-    def _check_keyed(self, *_: Any) -> None:
+    def _check_keyed(self) -> None:
         if self._kconv is None:
-            raise TypeError(f"map {self.name!r} ({_type_name(self.type)}) has no keys: use push/pop/peek")
+            _no_keys(f"map {self.name!r} ({_type_name(self.type)}) has no keys: use push/pop/peek")
 
     def _pack_key(self, e: _Elem, key: Any) -> None:
         try:
@@ -950,6 +952,12 @@ def _check_compatible(fd: FD, spec: MapSpec, path: str) -> None:
     diffs = [f"{k} {have[k]!r} pinned vs {want[k]!r} declared" for k in want if have[k] != want[k]]
     if diffs:
         raise MapIncompatibleError(spec.name, path, diffs)
+
+
+def _no_keys(message: str, *_: Any) -> None:
+    """The key packer of a keyless map (queue, stack, bloom filter, ring buffer): a TypeError.
+    (A bound method of the map would make a reference cycle: map -> buffers -> map.)"""
+    raise TypeError(message)
 
 
 def _type_name(t: MapType | int) -> str:

@@ -211,6 +211,27 @@ def test_queue_and_stack():
             q[0]
 
 
+def test_a_forgotten_keyless_map_is_freed_without_the_garbage_collector():
+    """No reference cycle through the preallocated buffers: dropping a queue or ring buffer map
+    (never closed) frees it, and closes its fd, at once."""
+    import gc
+    import weakref
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for args in ((MapType.QUEUE, 0, 4, 3), (MapType.RINGBUF, 0, 0, 4096)):
+            m = Map.create(*args, name="forgotten")
+            fd, ref = m.fileno(), weakref.ref(m)
+            del m
+            assert ref() is None, f"{args[0].name} map kept alive by a reference cycle"
+            with pytest.raises(OSError):
+                os.fstat(fd)  # (the fd was closed by the map's FD going away)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
 def test_bloom_filter():
     with Map.create(MapType.BLOOM_FILTER, 0, 4, 64, name="bloom", map_extra=3) as b:
         for v in range(0, 40, 2):
