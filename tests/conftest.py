@@ -89,9 +89,23 @@ def _kernel_leftovers() -> set[str]:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config._corepy_leftovers = _kernel_leftovers()  # type: ignore[attr-defined]
+    # BTF.kernel() caches the kernel BTF's type offsets on disk (corepy.btf.strings.cache_dir):
+    # the tests' processes (and the interpreters they start) write theirs into a private directory
+    import tempfile
+
+    if "COREPY_CACHE_DIR" not in os.environ:
+        cache = tempfile.mkdtemp(prefix="corepy-test-cache-")
+        os.environ["COREPY_CACHE_DIR"] = cache
+        session.config._corepy_cache_dir = cache  # type: ignore[attr-defined]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    cache = getattr(session.config, "_corepy_cache_dir", None)
+    if cache is not None:
+        import shutil
+
+        shutil.rmtree(cache, ignore_errors=True)
+        os.environ.pop("COREPY_CACHE_DIR", None)
     before = getattr(session.config, "_corepy_leftovers", None)
     if before is None or os.environ.get("PYTEST_XDIST_WORKER"):
         return

@@ -634,6 +634,62 @@ def test_index_cache_damage_is_never_trusted(tmp_path: Path, monkeypatch, damage
         assert cached.ids_by_name(name) == plain.ids_by_name(name)
 
 
+def test_offsets_cache_stores_at_open_and_keeps_lookups_scanned(tmp_path: Path, monkeypatch) -> None:
+    """cache="offsets" (BTF.kernel()'s default): the scan's result is stored at open; a later open
+    of the same blob reads it instead of scanning, and answers every lookup as a plain open does."""
+    monkeypatch.setenv("COREPY_CACHE_DIR", str(tmp_path))
+    blob = btf_blob("vmlinux-5.10.0-32")
+    plain = BTF.from_bytes(blob)
+    first = BTF.from_bytes(blob, cache="offsets")
+    (path,) = _cache_files(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert first._index is None and first._cache_key is None  # (lookups still search the strings)
+
+    def no_scan(self):  # noqa: ANN001
+        raise AssertionError("scanned although the cache holds this blob's offsets")
+
+    monkeypatch.setattr(BTF, "_scan", no_scan)
+    second = BTF.from_bytes(blob, cache="offsets")
+    assert list(second._offsets) == list(plain._offsets) and list(second._name_offs) == list(plain._name_offs)
+    assert second._index is None
+    dup = next(n for n in sorted(plain.names()) if len(plain.ids_by_name(n)) > 1)
+    for name in (dup, "task_struct", "int", "no_such_name"):
+        assert second.ids_by_name(name) == plain.ids_by_name(name)
+    for type_id in range(1, len(plain), 997):
+        assert second[type_id] == plain[type_id]
+    monkeypatch.undo()
+    # an offsets-only entry still serves cache=True, which adds the name index to it
+    monkeypatch.setenv("COREPY_CACHE_DIR", str(tmp_path))
+    third = BTF.from_bytes(blob, cache=True)
+    third.ids_by_name("task_struct")
+    from corepy.btf.strings import HashedNameIndex
+
+    assert isinstance(BTF.from_bytes(blob, cache="offsets")._index, HashedNameIndex)
+
+
+@pytest.mark.parametrize("setting", ["", "0", "1"])
+def test_kernel_btf_cache_setting(tmp_path: Path, monkeypatch, setting: str) -> None:
+    """BTF.kernel() caches the running kernel's offsets unless COREPY_BTF_CACHE=0; =1 adds the index."""
+    if not KERNEL_BTF.exists():
+        pytest.skip("no /sys/kernel/btf/vmlinux")
+    from corepy.btf import spec
+
+    monkeypatch.setenv("COREPY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("COREPY_BTF_CACHE", setting)
+    monkeypatch.setattr(spec, "_kernel", None)
+    btf = BTF.kernel()
+    try:
+        ids = btf.ids_by_name("task_struct")
+        assert ids and all(btf[i].name == "task_struct" for i in ids)
+        files = _cache_files(tmp_path)
+        assert len(files) == (0 if setting == "0" else 1)
+        if files:  # offsets and name offsets (2 x 4 bytes per type), plus the index with =1
+            with_index = files[0].stat().st_size > 3 * 4 * len(btf)
+            assert with_index == (setting == "1")
+    finally:
+        btf.close()
+
+
 def _ext_blob(L: fmt.Layouts, sections: list[tuple[int, bytes, int, int]]) -> bytes:
     """A .BTF.ext with func_info, line_info, core_relo subsections: (rec_size, sec header+records...) each."""
     body = b""

@@ -13,9 +13,10 @@ of the types named so, ascending):
   against the blob's own strings, so a bad table can only miss, never lie.
 
 The cache is keyed by the SHA-256 and size of the whole blob, checksummed,
-stored under the user's cache directory (``$COREPY_CACHE_DIR``, else
-``$XDG_CACHE_HOME/corepy`` or ``~/.cache/corepy``) with mode 0600, and ignored
-unless owned by the current user and not writable by others.
+stored under :func:`cache_dir` (``$COREPY_CACHE_DIR``; /run/corepy for root;
+else ``$XDG_CACHE_HOME/corepy`` or ``~/.cache/corepy``) with mode 0600, and ignored
+unless owned by the current user and not writable by others. An entry holds the
+type offsets and name offsets, and the hashed name index when one was built.
 """
 
 from __future__ import annotations
@@ -271,10 +272,14 @@ class HashedNameIndex:
 # --- the on-disk cache --------------------------------------------------------
 
 def cache_dir() -> str:
-    """Where index caches live."""
+    """Where index caches live: ``$COREPY_CACHE_DIR``; for root /run/corepy (a tmpfs emptied at
+    boot, as the running kernel's BTF changes only then, and not a user's home that sudo kept);
+    else the user's cache directory."""
     explicit = os.environ.get("COREPY_CACHE_DIR")
     if explicit:
         return explicit
+    if os.geteuid() == 0 and os.path.isdir("/run"):
+        return "/run/corepy"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "corepy")
 
@@ -320,15 +325,18 @@ def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, mem
     if (version, order, blob_size, blob_hash, first_id) != (_CACHE_VERSION, sys.byteorder, size, digest, start_id):
         return None
     views = [memoryview(b).cast(_U32) for b in (starts, name_offs, slots, chain)]
-    if len(views[0]) != len(views[1]) or len(views[3]) != len(views[0]) or len(views[2]) & (len(views[2]) - 1):
+    if len(views[0]) != len(views[1]) or len(views[2]) & (len(views[2]) - 1):
+        return None
+    if len(views[3]) != (len(views[0]) if len(views[2]) else 0):  # (no slots: offsets only, no index)
         return None
     return views[0], views[1], views[2], views[3]
 
 
 def store_cache(digest: bytes, size: int, start_id: int, starts: array | memoryview, name_offs: Sequence[int],
-                index: HashedNameIndex) -> None:
-    """Write the cache (atomically, mode 0600); failures are ignored: the cache is an optimisation."""
-    slots, chain = index.arrays()
+                index: HashedNameIndex | None) -> None:
+    """Write the cache (atomically, mode 0600), with the name index or (``index`` None) without;
+    failures are ignored: the cache is an optimisation."""
+    slots, chain = index.arrays() if index is not None else (b"", b"")
     import tempfile
 
     payload = marshal.dumps((_CACHE_VERSION, sys.byteorder, size, digest, start_id, starts.tobytes(),
