@@ -1,6 +1,9 @@
 """Whole-process time to open, load and attach fixtures/bootstrap.bpf.o, side by side:
 
-- corepy (``corepy.open(path).load(); obj.attach()``) in a fresh interpreter,
+- corepy (``corepy.open(path).load(); obj.attach()``) in a fresh interpreter, as installed:
+  the kernel BTF's type offsets come from corepy's on-disk cache (filled by the untimed warm-up
+  run, as by a boot's first corepy process), and again with ``COREPY_BTF_CACHE=0`` (``nocache_``:
+  every type of the kernel BTF scanned, as in a boot's first process),
 - a Python script doing the same through Debian's libbpf1 via ctypes,
 - ``bpftool prog loadall`` (loads and pins; bpftool 7.1 cannot auto-attach) into a temp bpffs dir,
 - bcc compiling equivalent C (only where python3-bpfcc and kernel headers are installed).
@@ -107,7 +110,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 
 # Measure what users get: byte-code caches written (pip does that on install), so drop a
 # PYTHONDONTWRITEBYTECODE inherited from the environment; one untimed warm-up run fills them.
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "COREPY_BTF_CACHE")}
+COLD_ENV = {**ENV, "COREPY_BTF_CACHE": "0"}
+"""corepy without its on-disk cache of the kernel BTF's type offsets (scans all types)."""
 
 
 def timed(cmd: list[str], runs: int = RUNS, phases: list[list[float]] | None = None) -> float:
@@ -117,17 +122,20 @@ def timed(cmd: list[str], runs: int = RUNS, phases: list[list[float]] | None = N
 
 
 def timed_together(cmds: list[list[str]], runs: int = RUNS,
-                   phases: list[list[list[float]] | None] | None = None) -> list[float]:
+                   phases: list[list[list[float]] | None] | None = None,
+                   envs: list[dict[str, str] | None] | None = None) -> list[float]:
     """:func:`timed` for several commands whose runs alternate (A B A B ...), so that a slow
-    stretch of the machine weighs on each side alike rather than on whichever ran then."""
+    stretch of the machine weighs on each side alike rather than on whichever ran then.
+    ``envs``: each command's environment (default: :data:`ENV`)."""
     phases = phases or [None] * len(cmds)
-    for cmd in cmds:
-        subprocess.run(cmd, capture_output=True, env=ENV)
+    envs = [e or ENV for e in envs] if envs else [ENV] * len(cmds)
+    for cmd, env in zip(cmds, envs):
+        subprocess.run(cmd, capture_output=True, env=env)
     times: list[list[float]] = [[] for _ in cmds]
     for _ in range(runs):
-        for cmd, out, collected in zip(cmds, times, phases):
+        for cmd, env, out, collected in zip(cmds, envs, times, phases):
             t0 = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             out.append((time.perf_counter() - t0) * 1000)
             if done.returncode:
                 raise SystemExit(f"{' '.join(cmd[:3])}... failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -193,12 +201,18 @@ def main() -> None:
     interp = timed([PY, "-c", "pass"])
     print(f"python start-up (no imports): {interp:.1f} ms")
     corepy_phases: list[list[float]] = []
+    cold_phases: list[list[float]] = []
     libbpf_phases: list[list[float]] = []
-    corepy_ms, libbpf_ms = timed_together([[PY, "-c", COREPY], [PY, "-c", LIBBPF_CTYPES]],
-                                          phases=[corepy_phases, libbpf_phases])
-    print(f"corepy open+load+attach:       {corepy_ms:.1f} ms")
+    corepy_ms, cold_ms, libbpf_ms = timed_together(
+        [[PY, "-c", COREPY], [PY, "-c", COREPY], [PY, "-c", LIBBPF_CTYPES]],
+        phases=[corepy_phases, cold_phases, libbpf_phases], envs=[None, COLD_ENV, None])
+    print(f"corepy open+load+attach:       {corepy_ms:.1f} ms (kernel BTF offsets from the cache: "
+          "every process after a boot's first)")
+    print(f"corepy, no BTF cache:          {cold_ms:.1f} ms (COREPY_BTF_CACHE=0: a boot's first process, "
+          "which also stores the offsets, ~1 ms more)")
     print(f"python + libbpf1 via ctypes:   {libbpf_ms:.1f} ms (runs alternating with corepy's)")
     print(f"  in-process phases, median ms: corepy {phase_text(corepy_phases)}")
+    print(f"                                corepy, no cache {phase_text(cold_phases)}")
     print(f"                                libbpf {phase_text(libbpf_phases)}")
     bpftool_ms = bpftool_loadall() if shutil.which("bpftool") else float("nan")
     print(f"bpftool prog loadall (no attach): {bpftool_ms:.1f} ms")
@@ -217,7 +231,8 @@ def main() -> None:
              for side, runs in (("corepy", corepy_phases), ("libbpf", libbpf_phases))}
     print(f"corepy_ms={corepy_ms:.1f} libbpf_py_ms={libbpf_ms:.1f} bpftool_ms={bpftool_ms:.1f} "
           f"bcc_ms={bcc_ms:.1f} python_startup_ms={interp:.1f} corepy_close_ms={close['corepy']:.1f} "
-          f"libbpf_close_ms={close['libbpf']:.1f} ratio_libbpf={corepy_ms / libbpf_ms:.2f}{ratio_bcc}")
+          f"libbpf_close_ms={close['libbpf']:.1f} ratio_libbpf={corepy_ms / libbpf_ms:.2f} "
+          f"nocache_ms={cold_ms:.1f} nocache_ratio_libbpf={cold_ms / libbpf_ms:.2f}{ratio_bcc}")
 
 
 if __name__ == "__main__":
