@@ -11,7 +11,9 @@ corepy side by side with libbpf in the same run.
   loading comes after and is not counted). Needs root and gcc + libbpf-dev.
 
 Each side runs RUNS (default 9) fresh processes (corepy after one untimed run that writes its
-byte-code caches, as an install does); medians are reported. Last line: figures.
+byte-code caches, as an install does, and its on-disk cache of the kernel BTF's type offsets,
+as a boot's first corepy process does: ``COREPY_BTF_CACHE=0`` measures without that cache);
+medians are reported. Last line: figures.
 """
 
 from __future__ import annotations
