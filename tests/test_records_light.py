@@ -92,3 +92,33 @@ def test_open_and_load_do_not_import_dataclasses() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("options", [dict(frozen=True, slots=True), dict(frozen=True), dict()],
+                         ids=["frozen-slots", "frozen", "plain"])
+def test_classes_of_one_shape_share_an_init_template_under_their_own_names(options: dict) -> None:
+    """Two classes with as many plain fields get __init__s renamed from one code template: each
+    takes its own parameter names, positionally or by keyword, with its own defaults."""
+    @record(**options)
+    class First:
+        a: int
+        b: str = "b"
+
+    @record(**options)
+    class Second:
+        left: int
+        right: int = 7
+
+    one, two = First(1), Second(right=3, left=2)
+    assert (one.a, one.b, two.left, two.right) == (1, "b", 2, 3)
+    assert Second(5) == Second(5, 7) and First(a=1, b="x").b == "x"
+    assert First.__init__.__code__.co_code == Second.__init__.__code__.co_code  # one template
+    assert First.__init__.__code__.co_varnames[:3] == ("self", "a", "b")
+    assert First.__init__.__qualname__.endswith("First.__init__")
+    with pytest.raises(TypeError, match="right"):
+        Second(1, 2, right=3)  # (multiple values for 'right')
+    with pytest.raises(TypeError, match="unexpected keyword argument 'a'"):
+        Second(a=1)
+    if options.get("frozen"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            one.a = 2  # type: ignore[misc]
