@@ -62,7 +62,11 @@ from .types import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Literal
+
     from .ext import BTFExt
+
+    CacheMode = bool | Literal["offsets"]
 
 MAX_RESOLVE_DEPTH = 32
 """Longest chain of type references followed before assuming a loop (libbpf's limit)."""
@@ -128,7 +132,7 @@ class BTF:
     """The matching .BTF.ext when parsed from an ELF object, else None."""
 
     def __init__(self, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>",
-                 cache: bool | str = False):
+                 cache: CacheMode = False):
         """Parse ``data``; prefer :meth:`from_bytes` / :meth:`from_file`."""
         self.base = base
         self.source = source
@@ -182,7 +186,7 @@ class BTF:
     # --- construction -----------------------------------------------------
     @classmethod
     def from_bytes(cls, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>",
-                   cache: bool | str = False) -> BTF:
+                   cache: CacheMode = False) -> BTF:
         """Parse a raw BTF blob (header + types + strings). Raises BTFError.
 
         ``cache`` (base BTF only): reuse what the on-disk cache holds for this blob, keyed by its
@@ -198,7 +202,7 @@ class BTF:
                 gc.enable()
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, base: BTF | None = None, cache: bool | str = False) -> BTF:
+    def from_file(cls, path: str | os.PathLike[str], *, base: BTF | None = None, cache: CacheMode = False) -> BTF:
         """Open a raw BTF file (e.g. /sys/kernel/btf/vmlinux) or an ELF file with a .BTF section
         (its .BTF.ext, if any, becomes :attr:`ext`). ``cache`` as in :meth:`from_bytes`."""
         path = os.fspath(path)
@@ -280,7 +284,7 @@ class BTF:
         global _kernel
         if _kernel is None or _kernel._closed:  # (someone closed the shared one: map it again)
             setting = os.environ.get("COREPY_BTF_CACHE", "")
-            cache = False if setting == "0" else True if setting == "1" else "offsets"
+            cache: CacheMode = False if setting == "0" else True if setting == "1" else "offsets"
             _kernel = cls.from_file(_KERNEL_BTF_PATH, cache=cache)
         return _kernel
 
