@@ -145,7 +145,7 @@ class ScannedNames:
     def __init__(self, name_offs: Sequence[int], strtab: bytes):
         self._strtab = strtab
         self._name_offs = name_offs
-        self._packed = (name_offs if isinstance(name_offs, array) else array(_U32, name_offs)).tobytes()
+        self._packed = (name_offs if isinstance(name_offs, (array, memoryview)) else array(_U32, name_offs)).tobytes()
         self._mid: bool | None = None
 
     @property
