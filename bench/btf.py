@@ -16,6 +16,9 @@ on Debian's libbpf1, also in a fresh process. Reported:
 - ``lookup1000_ms``: 1,000 struct lookups by name with their members decoded (fresh BTF)
 - ``libbpf_lookup1000_ms``: the same names with ``btf__find_by_name_kind`` (a linear scan in libbpf)
 - ``cached_open_ms``: open + index when the on-disk index cache holds this blob (``cache=True``)
+- ``offsets_open_ms``: ``BTF.from_file`` when the cache holds this blob's type offsets only
+  (``cache="offsets"``, what ``BTF.kernel()`` does by default); ``offsets_lazy_ratio`` adds the
+  first lookup by name, as ``lazy_ratio``
 - ``rss_mb``: peak RSS (VmHWM) growth of the corepy process across the open + index, imports excluded
 
 Medians of ``--runs`` fresh processes of each kind, interleaved. Usage: ``python bench/btf.py [--runs N] [PATH]``.
@@ -38,7 +41,7 @@ _CHILD_COREPY = r"""
 import json, sys, time
 T = time.perf_counter
 path, names_file, mode = sys.argv[1], sys.argv[2], (sys.argv[3:] or ["index"])[0]
-cache = mode == "cache"
+cache = True if mode == "cache" else "offsets" if mode == "offsets" else False
 def peak_kb():  # VmHWM: this process's peak RSS (ru_maxrss would include the forking parent's)
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
@@ -47,7 +50,7 @@ from corepy.btf import BTF, Kind
 t1 = T()
 rss0 = peak_kb()
 btf = BTF.from_file(path, cache=cache)
-if mode == "lazy":  # open only, then one lookup by name as a load's first one (the strings searched)
+if mode in ("lazy", "offsets"):  # open only, then one lookup by name as a load's first one (strings searched)
     t2 = T()
     btf.ids_by_name("task_struct")
     t3 = T()
@@ -128,12 +131,15 @@ def main() -> int:
         f.flush()
         env = dict(os.environ, COREPY_CACHE_DIR=cache_dir)
         building = child(_CHILD_COREPY, args.path, f.name, "cache", env=env)  # writes the cache
-        ours, theirs, cached, lazy = [], [], [], []
-        for _ in range(args.runs):  # interleaved, so that all four see the same machine load
+        offsets_env = dict(os.environ, COREPY_CACHE_DIR=os.path.join(cache_dir, "offsets"))
+        child(_CHILD_COREPY, args.path, f.name, "offsets", env=offsets_env)  # writes the offsets-only entry
+        ours, theirs, cached, lazy, offsets = [], [], [], [], []
+        for _ in range(args.runs):  # interleaved, so that all five see the same machine load
             ours.append(child(_CHILD_COREPY, args.path, f.name))
             theirs.append(child(_CHILD_LIBBPF, args.path, f.name))
             cached.append(child(_CHILD_COREPY, args.path, f.name, "cache", env=env))
             lazy.append(child(_CHILD_COREPY, args.path, f.name, "lazy"))
+            offsets.append(child(_CHILD_COREPY, args.path, f.name, "offsets", env=offsets_env))
 
     def med(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)
@@ -154,13 +160,17 @@ def main() -> int:
           f"lookups {med(cached, 'lookup_ms'):.1f} ms, RSS growth {med(cached, 'rss_mb'):.1f} MB")
     lazy_ms, first_ms = med(lazy, "open_ms"), med(lazy, "first_lookup_ms")
     print(f"lazy: open (no index) median {lazy_ms:.1f} ms, then the first lookup by name {first_ms:.1f} ms")
+    off_ms, off_first_ms = med(offsets, "open_ms"), med(offsets, "first_lookup_ms")
+    print(f"lazy with the type offsets from the cache (BTF.kernel()'s default): open {off_ms:.1f} ms, "
+          f"then the first lookup by name {off_first_ms:.1f} ms")
     print(f"open_ms={open_ms:.1f} import_ms={med(ours, 'import_ms'):.1f} whole_ms={whole_ms:.1f} "
           f"libbpf_ms={libbpf_ms:.1f} ratio={open_ms / libbpf_ms:.1f} "
           f"whole_ratio={whole_ms / libbpf_ms:.1f} lookup1000_ms={med(ours, 'lookup_ms'):.1f} "
           f"libbpf_lookup1000_ms={med(theirs, 'lookup_ms'):.1f} rss_mb={med(ours, 'rss_mb'):.1f} "
           f"cached_open_ms={cached_ms:.1f} cached_ratio={cached_ms / libbpf_ms:.1f} "
           f"open_lazy_ms={lazy_ms:.1f} first_lookup_ms={first_ms:.1f} "
-          f"lazy_ratio={(lazy_ms + first_ms) / libbpf_ms:.1f}")
+          f"lazy_ratio={(lazy_ms + first_ms) / libbpf_ms:.1f} offsets_open_ms={off_ms:.1f} "
+          f"offsets_lazy_ratio={(off_ms + off_first_ms) / libbpf_ms:.1f}")
     return 0
 
 
