@@ -652,6 +652,7 @@ def test_offsets_cache_stores_at_open_and_keeps_lookups_scanned(tmp_path: Path, 
     second = BTF.from_bytes(blob, cache="offsets")
     assert list(second._offsets) == list(plain._offsets) and list(second._name_offs) == list(plain._name_offs)
     assert second._index is None
+    assert second._mid_string is False  # (stored with the offsets: deduplicated strings)
     dup = next(n for n in sorted(plain.names()) if len(plain.ids_by_name(n)) > 1)
     for name in (dup, "task_struct", "int", "no_such_name"):
         assert second.ids_by_name(name) == plain.ids_by_name(name)

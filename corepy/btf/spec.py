@@ -26,7 +26,15 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import BTFError, ObjectError
 from . import format as fmt
-from .strings import HashedNameIndex, NameIndex, ScannedNames, blob_digest, load_cache, store_cache
+from .strings import (
+    HashedNameIndex,
+    NameIndex,
+    ScannedNames,
+    blob_digest,
+    load_cache,
+    points_mid_string,
+    store_cache,
+)
 from .types import (
     COMPOSITE,
     MODIFIERS,
@@ -158,6 +166,8 @@ class BTF:
         self._scanned: ScannedNames | None = None
         self._scans_left = SCANNED_LOOKUPS if base is None else 0
         self._cache_key: bytes | None = None
+        self._mid_string: bool | None = None
+        """Whether name offsets point mid-string, when known (:func:`~.strings.points_mid_string`)."""
         cached = None
         self._offsets: array | memoryview
         """Word index of each own type's btf_type in the type section."""
@@ -168,10 +178,12 @@ class BTF:
             cached = load_cache(key, len(self._buf), self.start_id)
             if cached is None:
                 self._offsets, self._name_offs = self._scan()
-                if cache == "offsets":
-                    store_cache(key, self._size, self.start_id, self._offsets, self._name_offs, None)
+                if cache == "offsets":  # (and whether names point mid-string: spares later lookups ~3 ms)
+                    self._mid_string = points_mid_string(self._name_offs, self._strtab)
+                    store_cache(key, self._size, self.start_id, self._offsets, self._name_offs, None,
+                                self._mid_string)
             else:
-                self._offsets, self._name_offs, slots, chain = cached
+                self._offsets, self._name_offs, slots, chain, self._mid_string = cached
                 if len(slots):
                     self._index = HashedNameIndex(slots, chain, self._name_offs, self._strtab)
             if cache is True and self._index is None:
@@ -583,13 +595,14 @@ class BTF:
         if self._index is None and self._scans_left > 0 and self._cache_key is None:
             self._scans_left -= 1
             if self._scanned is None:
-                self._scanned = ScannedNames(self._name_offs, self._strtab)
+                self._scanned = ScannedNames(self._name_offs, self._strtab, self._mid_string)
             return [self.start_id + i for i in self._scanned.positions(name.encode())]
         positions = self._name_index().positions(name.encode())
         if positions is None:  # a cached index that contradicts the blob: forget it, index afresh
             self._offsets, self._name_offs = self._scan()
             self._decoded = {}
             self._index = None
+            self._mid_string = None
             self._cache_key = blob_digest(self._blob())  # and replace it on disk
             positions = self._name_index().positions(name.encode())
         start = self.start_id

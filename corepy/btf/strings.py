@@ -35,7 +35,7 @@ from ..errors import BTFError
 _U32 = "I"
 _EMPTY = 0xFFFFFFFF
 _CACHE_MAGIC = b"corepy-btf-index\0"
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 _MID_CHECKS = 8
 """Occurrences mid-string a :class:`ScannedNames` lookup checks one by one (~0.5 ms each on vmlinux)
 before it finds out once whether any name offset points mid-string."""
@@ -142,20 +142,19 @@ class ScannedNames:
     object (no big container for the garbage collector to traverse). Own strings only: no base
     (split BTF may name types with its base's strings)."""
 
-    def __init__(self, name_offs: Sequence[int], strtab: bytes):
+    def __init__(self, name_offs: Sequence[int], strtab: bytes, mid_string: bool | None = None):
+        """``mid_string``: :func:`points_mid_string` of these name offsets if known (the cache keeps it)."""
         self._strtab = strtab
         self._name_offs = name_offs
         self._packed = (name_offs if isinstance(name_offs, (array, memoryview)) else array(_U32, name_offs)).tobytes()
-        self._mid: bool | None = None
+        self._mid = mid_string
 
     @property
     def _mid_string(self) -> bool:
-        """Whether some name offset points into the middle of a string (never, in deduplicated BTF):
-        then every string ending with a name may carry it, not only the one starting with it.
-        Found (one pass over all name offsets, ~5 ms on vmlinux) the first time a lookup meets
-        more occurrences mid-string than :data:`_MID_CHECKS`."""
+        """:func:`points_mid_string`, found (~5 ms on vmlinux) the first time a lookup meets more
+        occurrences mid-string than :data:`_MID_CHECKS`, unless given."""
         if self._mid is None:
-            self._mid = any(_gather_bytes(b"\0" + self._strtab, self._name_offs))
+            self._mid = points_mid_string(self._name_offs, self._strtab)
         return self._mid
 
     def positions(self, key: bytes) -> list[int]:
@@ -188,6 +187,13 @@ class ScannedNames:
                 out.append(j // 4)
                 j = packed.find(word, j + 4)
         return out
+
+
+def points_mid_string(name_offs: Sequence[int], strtab: bytes) -> bool:
+    """Whether some name offset points into the middle of a string (never, in deduplicated BTF):
+    then every string ending with a name may carry it, not only the one starting with it.
+    One pass over all name offsets."""
+    return any(_gather_bytes(b"\0" + strtab, name_offs))
 
 
 def _gather_bytes(data: bytes, offsets: Sequence[int]) -> Iterable[int]:
@@ -297,8 +303,10 @@ def _cache_path(digest: bytes, size: int) -> str:
     return os.path.join(cache_dir(), f"btf-{digest.hex()}-{size}.idx")
 
 
-def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, memoryview, memoryview, memoryview] | None:
-    """(type starts, name offsets, slots, chain) as u32 views, or None if there is no trustworthy cache."""
+def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, memoryview, memoryview, memoryview,
+                                                                  bool | None] | None:
+    """(type starts, name offsets, slots, chain) as u32 views and :func:`points_mid_string` (None if
+    not stored), or None if there is no trustworthy cache."""
     path = _cache_path(digest, size)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -321,8 +329,10 @@ def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, mem
     if zlib.crc32(payload) != int.from_bytes(data[len(_CACHE_MAGIC) : head], "little"):
         return None
     try:
-        version, order, blob_size, blob_hash, first_id, starts, name_offs, slots, chain = marshal.loads(payload)
+        version, order, blob_size, blob_hash, first_id, starts, name_offs, slots, chain, mid = marshal.loads(payload)
     except (ValueError, EOFError, TypeError):
+        return None
+    if mid not in (None, False, True):
         return None
     if (version, order, blob_size, blob_hash, first_id) != (_CACHE_VERSION, sys.byteorder, size, digest, start_id):
         return None
@@ -331,18 +341,18 @@ def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, mem
         return None
     if len(views[3]) != (len(views[0]) if len(views[2]) else 0):  # (no slots: offsets only, no index)
         return None
-    return views[0], views[1], views[2], views[3]
+    return views[0], views[1], views[2], views[3], mid
 
 
 def store_cache(digest: bytes, size: int, start_id: int, starts: array | memoryview, name_offs: Sequence[int],
-                index: HashedNameIndex | None) -> None:
-    """Write the cache (atomically, mode 0600), with the name index or (``index`` None) without;
-    failures are ignored: the cache is an optimisation."""
+                index: HashedNameIndex | None, mid_string: bool | None = None) -> None:
+    """Write the cache (atomically, mode 0600), with the name index or (``index`` None) without,
+    and :func:`points_mid_string` if known; failures are ignored: the cache is an optimisation."""
     slots, chain = index.arrays() if index is not None else (b"", b"")
     import tempfile
 
     payload = marshal.dumps((_CACHE_VERSION, sys.byteorder, size, digest, start_id, starts.tobytes(),
-                             array(_U32, name_offs).tobytes(), bytes(slots), bytes(chain)))
+                             array(_U32, name_offs).tobytes(), bytes(slots), bytes(chain), mid_string))
     path = _cache_path(digest, size)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
