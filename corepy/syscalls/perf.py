@@ -7,8 +7,8 @@ import ctypes
 import os
 from ctypes import c_int32, c_uint16, c_uint32, c_uint64
 
-from ..errors import CorepyError, NotSupportedError, raise_for_errno
-from .bpf import raw_syscall, syscall_number
+from ..errors import CorepyError, NotSupportedError
+from .bpf import raw_syscall, retrying, syscall_number
 from .fd import FD, FdLike, fdnum
 
 # enum perf_type_id
@@ -165,18 +165,10 @@ def perf_event_open(
     global _PERF_NR
     if _PERF_NR is None:
         _PERF_NR = syscall_number("perf_event_open")
-    while True:
-        result, err = raw_syscall(_PERF_NR, ctypes.addressof(attr), pid, cpu, group_fd, flags)
-        if result >= 0:
-            return FD(result, "perf_event")
-        if err != 4:  # EINTR
-            break
-    raise_for_errno(
-        "perf_event_open",
-        err,
-        detail or f"type {attr.type} config {attr.config:#x} pid {pid} cpu {cpu}",
-    )
-    raise AssertionError("unreachable")
+    nr, address = _PERF_NR, ctypes.addressof(attr)
+    fd = retrying(lambda: raw_syscall(nr, address, pid, cpu, group_fd, flags), "perf_event_open",
+                  detail=detail or f"type {attr.type} config {attr.config:#x} pid {pid} cpu {cpu}")
+    return FD(fd, "perf_event")
 
 
 # ioctl request numbers: _IO/_IOW/_IOR('$', nr, size) in the generic Linux encoding
@@ -204,12 +196,8 @@ def _ioctl(fd: FdLike, request: int, arg: int, name: str) -> None:
     global _IOCTL_NR
     if _IOCTL_NR is None:
         _IOCTL_NR = syscall_number("ioctl")
-    while True:
-        result, err = raw_syscall(_IOCTL_NR, fdnum(fd), request, arg)
-        if result >= 0:
-            return
-        if err != 4:  # EINTR
-            raise_for_errno(name, err, f"perf event fd {fdnum(fd)}")
+    nr, number = _IOCTL_NR, fdnum(fd)
+    retrying(lambda: raw_syscall(nr, number, request, arg), name, detail=f"perf event fd {number}")
 
 
 def ioctl_enable(fd: FdLike) -> None:
