@@ -248,9 +248,10 @@ class Object:
         try:
             if not features.has_btf():
                 return None
-            feats = features.btf_features()  # (keyed as sanitize.BTFFeatures: needs_sanitizing)
-            if not all(feats.values()):  # some kind is unknown to this kernel: rewrite as libbpf does
-                from .btf.sanitize import sanitize
+            from .btf.sanitize import needs_sanitizing, sanitize
+
+            feats = features.btf_features()
+            if needs_sanitizing(feats):  # some kind is unknown to this kernel: rewrite as libbpf does
                 from .btf.spec import BTF
                 from .btf.writer import write_btf
 
