@@ -335,8 +335,7 @@ class Map:
 
     def _new_elem(self) -> _Elem:
         fd = -1 if self.fd.closed else self.fd.fileno()
-        keyless = None if self._kconv is not None else functools.partial(
-            _no_keys, f"map {self.name!r} ({_type_name(self.type)}) has no keys: use push/pop/peek")
+        keyless = None if self._kconv is not None else functools.partial(_no_keys, self._no_keys_message())
         return _Elem(fd, self.key_size, self._kconv, self._vconv, keyless)
 
     def _thread_elem(self) -> _Elem:
@@ -541,7 +540,10 @@ class Map:
     # --- element access (hot path) --------------------------------------
     def _check_keyed(self) -> None:
         if self._kconv is None:
-            _no_keys(f"map {self.name!r} ({_type_name(self.type)}) has no keys: use push/pop/peek")
+            _no_keys(self._no_keys_message())
+
+    def _no_keys_message(self) -> str:
+        return f"map {self.name!r} ({_type_name(self.type)}) has no keys: use push/pop/peek"
 
     def _pack_key(self, e: _Elem, key: Any) -> None:
         try:
