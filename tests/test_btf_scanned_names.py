@@ -131,15 +131,38 @@ def test_pointer_size_as_the_long_types_of_other_kernels_say(name: str) -> None:
     assert longs == {btf.pointer_size}
 
 
-def test_names_at_reads_inside_the_strings_only() -> None:
-    """The pointer-lane gather refuses any offset at or past the end (never reads outside)."""
+def test_named_names_read_inside_the_strings_only() -> None:
+    """The C-level name reads skip unnamed types and never read outside the strings: an offset
+    at or past the end reads as b"" (as a one-by-one read of a broken name does); one of 2**24 or
+    more, or strings without a final NUL, leave the reading to the one-by-one path (None)."""
     from array import array
 
-    from corepy.btf.strings import _names_at
+    from corepy.btf.strings import _named_names
 
     strtab = b"\0abc\0de\0"
-    assert _names_at(strtab, array("I", [1, 5, 2, 0, 7])) == [b"abc", b"de", b"bc", b"", b""]
-    for bad in (len(strtab), len(strtab) + 1, 0xFFFFFFFF):
-        assert _names_at(strtab, array("I", [1, bad, 5])) is None
-    assert _names_at(b"\0abc", array("I", [1])) is None  # no final NUL: never handed to strlen
-    assert _names_at(strtab, array("I")) == []
+    assert _named_names(strtab, array("I", [1, 0, 5, 2, 0, 0, 7])) == [b"abc", b"de", b"bc", b""]
+    for bad in (len(strtab), len(strtab) + 1, 0x10000, 0xFFFFFF):
+        assert _named_names(strtab, array("I", [1, bad, 5])) == [b"abc", b"", b"de"]
+    for bad in (0x1000000, 0xFFFFFFFF):
+        assert _named_names(strtab, array("I", [1, bad, 5])) is None
+    assert _named_names(b"\0abc", array("I", [1])) is None  # no final NUL: never handed to strlen
+    assert _named_names(strtab, array("I")) == []
+    assert _named_names(strtab, array("I", [0, 0])) == []
+    # zero words among offsets whose bytes hold zeros at every alignment
+    offsets = array("I", [0x100, 0, 0x10000, 0, 0, 0x1, 0x10100])
+    big = bytearray(0x10200)
+    for off, text in ((0x100, b"x"), (0x10000, b"y"), (0x1, b"z"), (0x10100, b"w")):
+        big[off : off + 1] = text
+    assert _named_names(bytes(big), offsets) == [b"x", b"y", b"z", b"w"]
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+@pytest.mark.parametrize("base", [0x7F0012345678, 0x7F00FFFFF000, 0xFFFFFFFF, 0x100000000, 0])
+def test_pointer_lanes_add_the_base_to_every_offset(order: str, base: int) -> None:
+    """Both ways of adding (4-byte lanes where no lane can carry, else 8-byte lanes) give base + offset."""
+    from corepy.btf.strings import _pointer_lanes
+
+    offsets = [0, 1, 0xFFF, 0x1000, 0xFFFFFF, 0x123456, 0xFFFFFE]
+    packed = b"".join(o.to_bytes(4, order) for o in offsets)
+    lanes = _pointer_lanes(packed, base, order)
+    assert [int.from_bytes(lanes[i : i + 8], order) for i in range(0, len(lanes), 8)] == [base + o for o in offsets]
