@@ -528,6 +528,23 @@ def test_dropping_or_closing_a_file_btf_leaves_no_fd_or_mapping() -> None:
             gc.enable()
 
 
+@needs_kernel_btf
+def test_full_name_index_reads_the_mapping_and_survives_close() -> None:
+    """The full name index reads the names straight from the file's mapping (the strings are
+    copied out only when something needs them as bytes, at the latest on close), and lookups
+    after close() still answer, from the copy."""
+    btf = BTF.from_file(KERNEL_BTF)
+    whole = BTF.from_bytes(btf.raw_bytes())
+    names = ("task_struct", "pid_t", "int", "sk_buff", "no_such_type_anywhere")
+    btf._name_index()
+    assert btf._strtab_copy is None  # nothing copied to build it
+    found = {name: btf.ids_by_name(name) for name in names}
+    btf.close()
+    assert btf._strtab_copy is not None
+    assert {name: btf.ids_by_name(name) for name in names} == found
+    assert found == {name: whole.ids_by_name(name) for name in names} and found["task_struct"]
+
+
 def test_object_btf_with_ext_is_freed_by_refcounting(program: Path) -> None:
     gc.disable()
     try:

@@ -160,7 +160,8 @@ class BTF:
         self._codec = _codec(layouts.order)
         self._read_header()
         self._str_total = self._str_base + self._str_len
-        self._strtab = bytes(self._buf[self._str_start : self._str_start + self._str_len])
+        self._strtab_copy: bytes | None = None
+        """The own string section copied out of the blob, made at first need (:attr:`_strtab`)."""
         self._str_cache: dict[int, str] = {}
         self._index: NameIndex | HashedNameIndex | None = None
         self._scanned: ScannedNames | None = None
@@ -248,6 +249,7 @@ class BTF:
         also called on leaving a ``with BTF.from_file(...) as btf:`` block."""
         if self._mapping is None:
             return
+        self._strtab  # (copied out now: lookups by name keep working)
         self._closed = True
         self._buf.release()
         _unmap(self._mapping)
@@ -431,6 +433,14 @@ class BTF:
         """This blob's own string section, raw."""
         return self._strtab
 
+    @property
+    def _strtab(self) -> bytes:
+        """The own string section as bytes, copied out of the blob at first need (a file's mapping may
+        be closed; building the full name index reads the names straight from the blob instead)."""
+        if self._strtab_copy is None:
+            self._strtab_copy = bytes(self._blob()[self._str_start : self._str_start + self._str_len])
+        return self._strtab_copy
+
     # --- access -----------------------------------------------------------
     def __len__(self) -> int:
         """Number of type ids including void and the base's: valid ids are 0..len-1."""
@@ -578,7 +588,8 @@ class BTF:
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
-                strtab = self._strtab if self.base is None else None
+                strtab = None if self.base is not None else self._strtab_copy or self._blob()[
+                    self._str_start : self._str_start + self._str_len]
                 index = self._index = NameIndex(self._name_offs, self._string_bytes, strtab)
                 self._scanned = None
                 if self._cache_key is not None:

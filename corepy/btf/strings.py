@@ -48,27 +48,29 @@ class NameIndex:
     positions of names that several types share are gathered up front, so every lookup
     is a dict access."""
 
-    def __init__(self, name_offs: Sequence[int], string_bytes: Callable[[int], bytes], strtab: bytes | None):
+    def __init__(self, name_offs: Sequence[int], string_bytes: Callable[[int], bytes],
+                 strtab: bytes | memoryview | None):
         """``strtab`` (the own string section) enables the fast path when every name offset indexes it
         directly (no base); ``string_bytes(off)`` reads any name otherwise."""
         self._name_offs = name_offs
         named_pos = list(compress(count(), name_offs))  # name offset 0 is the empty name: skipped
-        read = _checked(string_bytes)
+        names = _named_names(strtab, name_offs) if strtab is not None else None
+        if names is None:
+            names = list(map(_checked(string_bytes), filter(None, name_offs)))
         self._first: dict[bytes, int] = {}
         """name -> the first position carrying it"""
-        names = _named_names(strtab, name_offs) if strtab is not None else None
-        later = self._add(names if names is not None else map(read, filter(None, name_offs)), named_pos)
         self._shared: dict[bytes, list[int]] = {}
         """name -> all its positions, for names several types carry"""
-        for pos in later:  # ascending: each list stays sorted
-            name = read(name_offs[pos])
-            self._shared.setdefault(name, [self._first[name]]).append(pos)
+        for k in self._add(names, named_pos):  # ascending: each list stays sorted
+            name = names[k]
+            self._shared.setdefault(name, [self._first[name]]).append(named_pos[k])
 
-    def _add(self, names: Iterable[bytes], named_pos: list[int]) -> list[int]:
-        """Record each name's first position; return the positions whose name came earlier (one C-level pass)."""
+    def _add(self, names: list[bytes], named_pos: list[int]) -> list[int]:
+        """Record each name's first position; return the indices (into both lists) of the names that
+        came earlier (one C-level pass)."""
         first = self._first
         # setdefault hands back the very object passed in when the name is new: identity tells repeats
-        return list(compress(named_pos, map(is_not, map(first.setdefault, names, named_pos), named_pos)))
+        return list(compress(count(), map(is_not, map(first.setdefault, names, named_pos), named_pos)))
 
     def positions(self, key: bytes) -> list[int] | None:
         if not key:
@@ -89,7 +91,7 @@ class NameIndex:
         return HashedNameIndex.build(by_name, self._name_offs, strtab)
 
 
-def _named_names(strtab: bytes, name_offs: Sequence[int]) -> list[bytes] | None:
+def _named_names(strtab: bytes | memoryview, name_offs: Sequence[int]) -> list[bytes] | None:
     """The NUL-terminated strings of ``strtab`` at the non-zero ``name_offs`` (u32), in order, read in
     C-level passes over bytes; an offset at or past the end reads as ``b""``, as a one-by-one read
     of a broken name does. None where these passes cannot serve (then read them one by one): an
@@ -119,7 +121,9 @@ def _named_names(strtab: bytes, name_offs: Sequence[int]) -> list[bytes] | None:
     named = words.replace(b"\0\0\0\xff" if little else b"\xff\0\0\0", b"")
     n = len(named) // 4
     named[top::4] = bytes(n)
-    address = ctypes.cast(ctypes.c_char_p(strtab), ctypes.c_void_p).value or 0
+    address = _address_of(strtab)
+    if address is None:
+        return None
     lanes = _pointer_lanes(named, address, sys.byteorder)
     size, empty = len(strtab), address.to_bytes(8, sys.byteorder)
     near_end = named[third::4].translate(bytes(v >= size >> 16 for v in range(256)))
@@ -131,6 +135,45 @@ def _named_names(strtab: bytes, name_offs: Sequence[int]) -> list[bytes] | None:
         i = near_end.find(1, i + 1)
     offsets.release()
     return (ctypes.c_char_p * n).from_buffer(lanes)[:]  # type: ignore[return-value]  # (no NULL among them)
+
+
+def _address_of(buffer: bytes | memoryview) -> int | None:
+    """The address of the first byte of ``buffer`` (contiguous; the caller keeps it alive while the
+    address is used), asked of the C API's ``PyObject_GetBuffer`` (ctypes' ``from_buffer`` wants a
+    writable buffer; a file's read-only mapping is not); None where ``ctypes.pythonapi`` is missing
+    (not CPython) or the buffer is refused."""
+    import ctypes
+
+    api = getattr(ctypes, "pythonapi", None)
+    if api is None:
+        return None
+    view = _py_buffer()()
+    try:
+        api.PyObject_GetBuffer(ctypes.py_object(buffer), ctypes.byref(view), 0)  # PyBUF_SIMPLE: contiguous
+    except (BufferError, TypeError, ValueError):
+        return None
+    address = view.buf or 0
+    api.PyBuffer_Release(ctypes.byref(view))
+    return address
+
+
+_PY_BUFFER: type | None = None
+
+
+def _py_buffer() -> type:
+    """The C API's ``Py_buffer`` as a ctypes structure (defined at first use: ctypes loads lazily)."""
+    global _PY_BUFFER
+    if _PY_BUFFER is None:
+        import ctypes
+
+        class PyBuffer(ctypes.Structure):
+            _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                        ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                        ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                        ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+        _PY_BUFFER = PyBuffer
+    return _PY_BUFFER
 
 
 def _pointer_lanes(offsets: bytes | bytearray, base: int, order: str) -> bytearray:
