@@ -424,10 +424,11 @@ class BTF:
             raise self._err(
                 f"string offset {offset} out of range (string section ends at {self._str_total})", self._str_start
             )
-        end = self._strtab.find(0, local)
+        strtab = self._strtab_copy or self._strtab
+        end = strtab.find(0, local)
         if end < 0:
             raise self._err(f"string at offset {offset} is not NUL-terminated", self._str_start + local)
-        return self._strtab[local:end]
+        return strtab[local:end]
 
     def strings_bytes(self) -> bytes:
         """This blob's own string section, raw."""
