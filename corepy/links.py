@@ -241,7 +241,7 @@ def close_links(links: list[Link]) -> None:
         for link in links:
             link.close()
         return
-    import threading
+    import _thread  # (threading's workers without importing threading: ~0.7 ms)
 
     pending = list(links)
     errors: list[BaseException] = []
@@ -257,17 +257,24 @@ def close_links(links: list[Link]) -> None:
             except BaseException as e:  # noqa: BLE001 - re-raised by the caller's thread
                 errors.append(e)
 
-    workers = []
-    for _ in range(min(len(pending), CLOSE_WORKERS) - 1):
-        w = threading.Thread(target=work, name="corepy-link-close", daemon=True)
+    def worker(done: _thread.LockType) -> None:
         try:
-            w.start()
+            work()
+        finally:
+            done.release()
+
+    finished = []
+    for _ in range(min(len(pending), CLOSE_WORKERS) - 1):
+        done = _thread.allocate_lock()
+        done.acquire()
+        try:
+            _thread.start_new_thread(worker, (done,))
         except RuntimeError:  # no new threads (interpreter shutting down): this thread closes the rest
             break
-        workers.append(w)
+        finished.append(done)
     work()
-    for w in workers:
-        w.join()
+    for done in finished:
+        done.acquire()  # released when that worker is through
     if errors:
         raise errors[0]
 

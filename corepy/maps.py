@@ -19,8 +19,8 @@ import errno
 import functools
 import os
 import struct
-import threading
 import warnings
+from _thread import get_ident as _get_ident  # (threading's own, without importing threading: ~0.7 ms)
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 
@@ -279,9 +279,6 @@ class _Elem:
         self.attr.map_fd = self.del_attr.map_fd = 0xFFFFFFFF
 
 
-_get_ident = threading.get_ident
-
-
 class Map:
     """A live kernel map. Context manager; ``close()`` releases the fd (once)."""
 
@@ -326,7 +323,7 @@ class Map:
         self._kconv, self._vconv = key_conv, value_conv
         self._vdecode = value_conv.decode
         # the creating thread reuses one set of preallocated buffers; other threads get their own per call
-        self._owner = threading.get_ident()
+        self._owner = _get_ident()
         self._elem = self._new_elem()
         owner = getattr(self, "_parent", self)
         if owner is self:
@@ -339,7 +336,7 @@ class Map:
         return _Elem(fd, self.key_size, self._kconv, self._vconv, keyless)
 
     def _thread_elem(self) -> _Elem:
-        return self._elem if threading.get_ident() == self._owner else self._new_elem()
+        return self._elem if _get_ident() == self._owner else self._new_elem()
 
     # --- construction ---------------------------------------------------
     @classmethod
