@@ -166,3 +166,26 @@ def test_pointer_lanes_add_the_base_to_every_offset(order: str, base: int) -> No
     packed = b"".join(o.to_bytes(4, order) for o in offsets)
     lanes = _pointer_lanes(packed, base, order)
     assert [int.from_bytes(lanes[i : i + 8], order) for i in range(0, len(lanes), 8)] == [base + o for o in offsets]
+
+
+def test_address_of_read_only_and_sliced_buffers() -> None:
+    """The C API reports where a read-only buffer starts (a bytes object, a slice of a view);
+    a non-contiguous view gets None (no address to read strings from)."""
+    import ctypes
+
+    from corepy.btf.strings import _address_of
+
+    data = b"\0abc\0"
+    base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    assert _address_of(data) == base
+    assert _address_of(memoryview(data)[2:]) == base + 2
+    assert _address_of(memoryview(data)[::2]) is None
+
+
+def test_full_index_fast_and_one_by_one_paths_agree() -> None:
+    """The index built from the C-level name reads equals the one built from names read one by one
+    (name offsets in a list take that path), on a kernel's BTF and on odd strings."""
+    for btf in (BTF.from_bytes(_odd_blob()), BTF.from_bytes(btf_blob("vmlinux-6.12.117"))):
+        fast = NameIndex(btf._name_offs, btf._string_bytes, btf.strings_bytes())
+        slow = NameIndex(list(btf._name_offs), btf._string_bytes, btf.strings_bytes())
+        assert fast._first == slow._first and fast._shared == slow._shared
