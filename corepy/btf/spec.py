@@ -249,7 +249,7 @@ class BTF:
         also called on leaving a ``with BTF.from_file(...) as btf:`` block."""
         if self._mapping is None:
             return
-        self._strtab  # (copied out now: lookups by name keep working)
+        self.strings_bytes()  # copied out of the mapping now: lookups by name keep working
         self._closed = True
         self._buf.release()
         _unmap(self._mapping)
@@ -589,8 +589,10 @@ class BTF:
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
-                strtab = None if self.base is not None else self._strtab_copy or self._blob()[
-                    self._str_start : self._str_start + self._str_len]
+                if self.base is not None:
+                    strtab = None
+                else:  # the copy if one was made, else straight from the blob (the index alone needs none)
+                    strtab = self._strtab_copy or self._blob()[self._str_start : self._str_start + self._str_len]
                 index = self._index = NameIndex(self._name_offs, self._string_bytes, strtab)
                 self._scanned = None
                 if self._cache_key is not None:
