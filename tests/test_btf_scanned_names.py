@@ -185,7 +185,10 @@ def test_address_of_read_only_and_sliced_buffers() -> None:
 def test_full_index_fast_and_one_by_one_paths_agree() -> None:
     """The index built from the C-level name reads equals the one built from names read one by one
     (name offsets in a list take that path), on a kernel's BTF and on odd strings."""
+    from corepy.btf.strings import _named_names
+
     for btf in (BTF.from_bytes(_odd_blob()), BTF.from_bytes(btf_blob("vmlinux-6.12.117"))):
+        assert _named_names(btf.strings_bytes(), btf._name_offs) is not None  # (the fast path serves here)
         fast = NameIndex(btf._name_offs, btf._string_bytes, btf.strings_bytes())
         slow = NameIndex(list(btf._name_offs), btf._string_bytes, btf.strings_bytes())
         assert fast._first == slow._first and fast._shared == slow._shared
