@@ -24,13 +24,13 @@ import sys
 from array import array
 from collections.abc import Iterator, Sequence
 
+from ..cache import KERNEL_BTF_PATH, blob_digest, kernel_btf_digest, remember_kernel_btf_digest
 from ..errors import BTFError, ObjectError
 from . import format as fmt
 from .strings import (
     HashedNameIndex,
     NameIndex,
     ScannedNames,
-    blob_digest,
     load_cache,
     points_mid_string,
     store_cache,
@@ -83,7 +83,6 @@ SCANNED_LOOKUPS = 16
 """Lookups by name a base BTF answers by searching its strings (:class:`~.strings.ScannedNames`,
 ~1.5 ms each on vmlinux) before it builds the full name index (~20 ms once, then O(1))."""
 
-_KERNEL_BTF_PATH = "/sys/kernel/btf/vmlinux"
 _kernel: BTF | None = None
 
 # libbpf determine_ptr_size(): these INT names tell the target's pointer size
@@ -140,7 +139,7 @@ class BTF:
     """The matching .BTF.ext when parsed from an ELF object, else None."""
 
     def __init__(self, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>",
-                 cache: CacheMode = False):
+                 cache: CacheMode = False, digest: bytes | None = None):
         """Parse ``data``; prefer :meth:`from_bytes` / :meth:`from_file`."""
         self.base = base
         self.source = source
@@ -166,7 +165,10 @@ class BTF:
         self._index: NameIndex | HashedNameIndex | None = None
         self._scanned: ScannedNames | None = None
         self._scans_left = SCANNED_LOOKUPS if base is None else 0
-        self._cache_key: bytes | None = None
+        self._digest = digest
+        """The blob's cache key (:func:`~corepy.cache.blob_digest`), when caching."""
+        self._store_index = False
+        """Whether the name index, once built, goes to the cache."""
         self._mid_string: bool | None = None
         """Whether name offsets point mid-string, when known (:func:`~.strings.points_mid_string`)."""
         cached = None
@@ -175,7 +177,7 @@ class BTF:
         self._name_offs: Sequence[int]
         """Name offset of each own type."""
         if cache and base is None:
-            key = blob_digest(self._buf)
+            key = self._digest = digest or blob_digest(self._buf)
             cached = load_cache(key, len(self._buf), self.start_id)
             if cached is None:
                 self._offsets, self._name_offs = self._scan()
@@ -188,7 +190,7 @@ class BTF:
                 if len(slots):
                     self._index = HashedNameIndex(slots, chain, self._name_offs, self._strtab)
             if cache is True and self._index is None:
-                self._cache_key = key  # the name index is built at the first lookup, then stored
+                self._store_index = True  # the name index is built at the first lookup, then stored
         else:
             self._offsets, self._name_offs = self._scan()
         self._decoded: dict[int, Type] = {}
@@ -199,25 +201,27 @@ class BTF:
     # --- construction -----------------------------------------------------
     @classmethod
     def from_bytes(cls, data: bytes | memoryview, *, base: BTF | None = None, source: str = "<bytes>",
-                   cache: CacheMode = False) -> BTF:
+                   cache: CacheMode = False, digest: bytes | None = None) -> BTF:
         """Parse a raw BTF blob (header + types + strings). Raises BTFError.
 
         ``cache`` (base BTF only): reuse what the on-disk cache holds for this blob, keyed by its
         size and checksums (see :mod:`corepy.btf.strings`), and fill it: with ``True`` the type offsets and
         the full name index (built at the first lookup by name, then stored); with ``"offsets"``
-        the type offsets only, stored at once (a name index found there is used too)."""
+        the type offsets only, stored at once (a name index found there is used too). ``digest``:
+        the blob's :func:`~corepy.cache.blob_digest` when already known."""
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return cls(data, base=base, source=source, cache=cache)
+            return cls(data, base=base, source=source, cache=cache, digest=digest)
         finally:
             if gc_was_enabled:
                 gc.enable()
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, base: BTF | None = None, cache: CacheMode = False) -> BTF:
+    def from_file(cls, path: str | os.PathLike[str], *, base: BTF | None = None, cache: CacheMode = False,
+                  digest: bytes | None = None) -> BTF:
         """Open a raw BTF file (e.g. /sys/kernel/btf/vmlinux) or an ELF file with a .BTF section
-        (its .BTF.ext, if any, becomes :attr:`ext`). ``cache`` as in :meth:`from_bytes`."""
+        (its .BTF.ext, if any, becomes :attr:`ext`). ``cache`` and ``digest`` as in :meth:`from_bytes`."""
         path = os.fspath(path)
         try:
             with open(path, "rb") as f:  # the mapping needs no fd of ours: closed on leaving
@@ -230,10 +234,10 @@ class BTF:
         except OSError as e:
             raise BTFError(f"cannot read BTF file: {e.strerror or e}", source=path) from e
         if mapping is None:
-            return cls.from_bytes(data, base=base, source=path, cache=cache)
+            return cls.from_bytes(data, base=base, source=path, cache=cache, digest=digest)
         view = memoryview(mapping)
         try:
-            btf = cls.from_bytes(view, base=base, source=path, cache=cache)
+            btf = cls.from_bytes(view, base=base, source=path, cache=cache, digest=digest)
         except BTFError as e:
             e.__traceback__ = None  # its frames hold views of the mapping: drop them, then unmap
             view.release()
@@ -299,7 +303,10 @@ class BTF:
         if _kernel is None or _kernel._closed:  # (someone closed the shared one: map it again)
             setting = os.environ.get("COREPY_BTF_CACHE", "")
             cache: CacheMode = False if setting == "0" else True if setting == "1" else "offsets"
-            _kernel = cls.from_file(_KERNEL_BTF_PATH, cache=cache)
+            digest = kernel_btf_digest() if cache else None
+            _kernel = cls.from_file(KERNEL_BTF_PATH, cache=cache, digest=digest)
+            if cache and digest is None and _kernel._digest is not None:
+                remember_kernel_btf_digest(_kernel._digest, _kernel._size)
         return _kernel
 
     # --- parsing ----------------------------------------------------------
@@ -595,9 +602,9 @@ class BTF:
                     strtab = self._strtab_copy or self._blob()[self._str_start : self._str_start + self._str_len]
                 index = self._index = NameIndex(self._name_offs, self._string_bytes, strtab)
                 self._scanned = None
-                if self._cache_key is not None:
+                if self._store_index and self._digest is not None:
                     hashed = index.hashed(self._strtab)
-                    store_cache(self._cache_key, self._size, self.start_id, self._offsets, self._name_offs, hashed)
+                    store_cache(self._digest, self._size, self.start_id, self._offsets, self._name_offs, hashed)
             finally:
                 if gc_was_enabled:
                     gc.enable()
@@ -606,7 +613,7 @@ class BTF:
     def ids_by_name(self, name: str) -> list[int]:
         """Ids of all types (this blob and base) whose name is exactly ``name``, ascending."""
         found = self.base.ids_by_name(name) if self.base is not None else []
-        if self._index is None and self._scans_left > 0 and self._cache_key is None:
+        if self._index is None and self._scans_left > 0 and not self._store_index:
             self._scans_left -= 1
             if self._scanned is None:
                 self._scanned = ScannedNames(self._name_offs, self._strtab, self._mid_string)
@@ -617,7 +624,7 @@ class BTF:
             self._decoded = {}
             self._index = None
             self._mid_string = None
-            self._cache_key = blob_digest(self._blob())  # and replace it on disk
+            self._digest, self._store_index = blob_digest(self._blob()), True  # and replace it on disk
             positions = self._name_index().positions(name.encode())
         start = self.start_id
         return found + [start + i for i in positions]  # type: ignore[union-attr]

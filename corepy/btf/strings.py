@@ -12,17 +12,14 @@ of the types named so, ascending):
   holds: loading it is a file read, no per-name work. Every hit is verified
   against the blob's own strings, so a bad table can only miss, never lie.
 
-The cache is keyed by the size and two checksums of the whole blob (:func:`blob_digest`), checksummed itself,
-stored under :func:`cache_dir` (``$COREPY_CACHE_DIR``; /run/corepy for root;
-else ``$XDG_CACHE_HOME/corepy`` or ``~/.cache/corepy``) with mode 0600, and ignored
-unless owned by the current user and not writable by others. An entry holds the
-type offsets and name offsets, and the hashed name index when one was built.
+The cache entry of a blob (:mod:`corepy.cache`: keyed by its size and checksums, private to
+the user) is checksummed itself and holds the type offsets and name offsets, and the hashed
+name index when one was built.
 """
 
 from __future__ import annotations
 
 import marshal
-import os
 import sys
 import zlib
 from array import array
@@ -30,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, count
 from operator import is_not, itemgetter
 
+from ..cache import read_private, write_private
 from ..errors import BTFError
 
 _U32 = "I"
@@ -353,51 +351,17 @@ class HashedNameIndex:
 
 # --- the on-disk cache --------------------------------------------------------
 
-def cache_dir() -> str:
-    """Where index caches live: ``$COREPY_CACHE_DIR``; for root /run/corepy (a tmpfs emptied at
-    boot, as the running kernel's BTF changes only then, and not a user's home that sudo kept);
-    else the user's cache directory."""
-    explicit = os.environ.get("COREPY_CACHE_DIR")
-    if explicit:
-        return explicit
-    if os.geteuid() == 0 and os.path.isdir("/run"):
-        return "/run/corepy"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "corepy")
-
-
-def blob_digest(blob: bytes | memoryview) -> bytes:
-    """The cache key of a blob (with its size): its CRC-32 and Adler-32, 64 bits from two
-    independent checksums (~2.5 ms for vmlinux, zlib already loaded, where ``hashlib`` alone takes
-    ~3 ms to import before SHA-256's ~3 ms). Two different blobs of one size share a key by
-    accident with odds of ~2^-64; a cryptographic hash would add protection only against someone
-    able to write the user's private cache directory, who could do worse there anyway."""
-    return zlib.crc32(blob).to_bytes(4, "little") + zlib.adler32(blob).to_bytes(4, "little")
-
-
-def _cache_path(digest: bytes, size: int) -> str:
-    return os.path.join(cache_dir(), f"btf-{digest.hex()}-{size}.idx")
+def _cache_name(digest: bytes, size: int) -> str:
+    return f"btf-{digest.hex()}-{size}.idx"
 
 
 def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, memoryview, memoryview, memoryview,
                                                                   bool | None] | None:
     """(type starts, name offsets, slots, chain) as u32 views and :func:`points_mid_string` (None if
     not stored), or None if there is no trustworthy cache."""
-    path = _cache_path(digest, size)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
+    data = read_private(_cache_name(digest, size))
+    if data is None:
         return None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     head = len(_CACHE_MAGIC) + 4
     if data[: len(_CACHE_MAGIC)] != _CACHE_MAGIC:
         return None
@@ -425,20 +389,6 @@ def store_cache(digest: bytes, size: int, start_id: int, starts: array | memoryv
     """Write the cache (atomically, mode 0600), with the name index or (``index`` None) without,
     and :func:`points_mid_string` if known; failures are ignored: the cache is an optimisation."""
     slots, chain = index.arrays() if index is not None else (b"", b"")
-    import tempfile
-
     payload = marshal.dumps((_CACHE_VERSION, sys.byteorder, size, digest, start_id, starts.tobytes(),
                              array(_U32, name_offs).tobytes(), bytes(slots), bytes(chain), mid_string))
-    path = _cache_path(digest, size)
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".btf-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_CACHE_MAGIC + zlib.crc32(payload).to_bytes(4, "little") + payload)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        pass
+    write_private(_cache_name(digest, size), _CACHE_MAGIC + zlib.crc32(payload).to_bytes(4, "little") + payload)
