@@ -157,26 +157,29 @@ class Object:
         return self
 
     def _load(self) -> None:
-        from .btf.core import Target
-        from .btf.spec import BTF
         from .object.core import relocate_core
         from .object.externs import resolve_externs
         from .object.link import link
         from .programs import load_program
 
         spec = self.spec
-        custom = self.btf_path is not None
-        # the running kernel's BTF is read only when needed: here for CO-RE relocations; ksyms,
-        # kfuncs and BTF attach targets (tp_btf, fentry...) fetch BTF.kernel() themselves
-        has_core = any(f.core_relos for f in spec.functions)
-        target_btf = _read_btf(self.btf_path) if custom else BTF.kernel() if has_core else None
-        target = Target(target_btf, custom=True) if custom else Target.running_kernel() if has_core else None
+        # a custom target is read before anything else; the running kernel's BTF only when needed:
+        # for CO-RE relocations the cache does not answer (ksyms, kfuncs and BTF attach targets,
+        # tp_btf, fentry..., fetch BTF.kernel() themselves)
+        target_btf = _read_btf(self.btf_path) if self.btf_path is not None else None
 
         self.externs = resolve_externs(spec, kconfig=self._kconfig(), features=self._extern_features())
         kcfg = spec.maps.get(".kconfig")
         if kcfg is not None and self.externs.kconfig_data is not None:
             kcfg.data = bytearray(self.externs.kconfig_data.ljust(kcfg.value_size, b"\0"))
-        self.core_records = relocate_core(spec, target) if target is not None else []
+        if target_btf is not None:
+            from .btf.core import Target
+
+            self.core_records = relocate_core(spec, Target(target_btf, custom=True))
+        else:
+            from .object.core_cache import relocate_running_kernel
+
+            self.core_records = relocate_running_kernel(spec)
         linked = {p.name: link(spec, p, core=self.core_records, externs=self.externs)
                   for p in spec.programs.values() if p.autoload}
 
@@ -189,8 +192,7 @@ class Object:
                 lp, name=p.name, prog_type=p.prog_type, expected_attach_type=p.expected_attach_type,
                 license=p.license or spec.license, kern_version=p.kern_version, btf_fd=self._btf_fd_number(),
                 map_fds=map_fds, attach_to=p.attach_to, section=p.section, sleepable=p.sleepable,
-                prog_flags=p.prog_flags, log_level=self.log_level, core_records=lp.core,
-                kernel_btf=target_btf if not custom else None)
+                prog_flags=p.prog_flags, log_level=self.log_level, core_records=lp.core)
             self._bind_rodata(self._programs[name])
         self._fill_slots()
 

@@ -276,8 +276,8 @@ def test_modules_searched_only_when_vmlinux_has_no_candidate_and_target_not_cust
                 if t.kind.name == "STRUCT" and t.name and not vmlinux.ids_by_name(t.name))
     local = build(INT, Struct(0, name, 4, ()))
     r = calc_relo(local, relo(2, "0", K_.TYPE_EXISTS), Target(vmlinux, [module]))
-    assert r.new == 1 and r.candidates[0].candidate.btf_name == "nf_conntrack"
-    assert r.candidates[0].candidate.type_id >= module.start_id
+    assert r.new == 1 and r.candidates[0].btf_name == "nf_conntrack"
+    assert r.candidates[0].type_id >= module.start_id
     r = calc_relo(local, relo(2, "0", K_.TYPE_EXISTS), Target(vmlinux, [module], custom=True))
     assert r.new == 0
 

@@ -83,7 +83,7 @@ def as_dict(obj: ObjectSpec, rec: CoreRecord) -> dict[str, Any]:
         "kind": str(r.kind), "local": r.local_spec, "target": r.target_spec,
         "old": r.old if old is None else old, "new": r.new,
         "poisoned": poisoned, "mem_sz": [r.orig_sz, r.new_sz] if resized else None, "reason": r.reason,
-        "candidates": [{"btf": c.candidate.btf_name, "type_id": c.candidate.type_id, "spec": c.spec,
+        "candidates": [{"btf": c.btf_name, "type_id": c.type_id, "spec": c.spec,
                         "matched": c.matched, "reason": c.reason} for c in r.candidates],
     }
 

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
     from ..btf.core import CoreResult, Target
     from ..btf.spec import BTF
-    from .spec import ObjectSpec
+    from .spec import Function, ObjectSpec
 
-__all__ = ["CoreRecord", "relocate_core"]
+__all__ = ["CoreRecord", "pending_relocations", "relocate_core"]
 
 
 @record(frozen=True, slots=True)
@@ -36,36 +36,47 @@ class CoreRecord:
     result: CoreResult
 
 
-def relocate_core(obj: ObjectSpec, target: Target | BTF | Any) -> list[CoreRecord]:
-    """Resolve every CO-RE relocation of autoloaded programs and of all subprograms against
-    ``target`` (a :class:`~corepy.btf.core.Target`, or a kernel :class:`~corepy.btf.spec.BTF`).
-    Programs with ``autoload`` off are skipped, as libbpf does. RelocationError names the
-    program and relocation that cannot be resolved."""
-    from ..btf.core import Target, calc_relo
-
+def pending_relocations(obj: ObjectSpec) -> list[tuple[Function, str, int, CoreRelo]]:
+    """(function, .BTF.ext section, relo #, record) of every CO-RE relocation of autoloaded
+    programs and of all subprograms, in libbpf's order: .BTF.ext sections as stored, records in
+    order (candidate narrowing makes order matter). Programs with ``autoload`` off are skipped,
+    as libbpf does."""
     if obj.btf is None:
         if any(f.core_relos for f in obj.functions):
             raise ObjectError("CO-RE relocations present but the object has no BTF", path=obj.path)
         return []
-    if not isinstance(target, Target):
-        target = Target(target)
     assert obj.btf.ext is not None
     skip = {id(p.function) for p in obj.programs.values() if not p.autoload}
     owner = {}
     for f in obj.functions:
         for relo in f.core_relos:
             owner[id(relo)] = f
-    records = []
-    # libbpf's order: .BTF.ext sections as stored, records in order (candidate caching makes order matter)
+    pending = []
     for section, relos in obj.btf.ext.core_relos.items():
         for n, relo in enumerate(relos):
             f = owner.get(id(relo))
-            if f is None or id(f) in skip:
-                continue  # eliminated weak function, or a program that will not be loaded
-            idx = relo.insn_off // 8 - f.offset
-            try:
-                result = calc_relo(obj.btf, relo, target)
-            except RelocationError as e:
-                raise RelocationError(f"prog {f.name!r}: relo #{n}: insn #{idx}: failed to relocate: {e}") from None
-            records.append(CoreRecord(f.name, f.section, idx, n, relo, result))
+            if f is not None and id(f) not in skip:  # (else an eliminated weak function, or not loaded)
+                pending.append((f, section, n, relo))
+    return pending
+
+
+def relocate_core(obj: ObjectSpec, target: Target | BTF | Any) -> list[CoreRecord]:
+    """Resolve every relocation :func:`pending_relocations` lists against ``target`` (a
+    :class:`~corepy.btf.core.Target`, or a kernel :class:`~corepy.btf.spec.BTF`).
+    RelocationError names the program and relocation that cannot be resolved."""
+    from ..btf.core import Target, calc_relo
+
+    pending = pending_relocations(obj)
+    if not pending:
+        return []
+    if not isinstance(target, Target):
+        target = Target(target)
+    records = []
+    for f, _section, n, relo in pending:
+        idx = relo.insn_off // 8 - f.offset
+        try:
+            result = calc_relo(obj.btf, relo, target)
+        except RelocationError as e:
+            raise RelocationError(f"prog {f.name!r}: relo #{n}: insn #{idx}: failed to relocate: {e}") from None
+        records.append(CoreRecord(f.name, f.section, idx, n, relo, result))
     return records

@@ -3,17 +3,44 @@ BTF it was compiled with to a target kernel's BTF, exactly as libbpf's ``relo_co
 
 Pure functions: :func:`calc_relo` computes a :class:`CoreResult` from (local BTF, relocation
 record, :class:`Target`); :func:`patch_insn` writes it into the instructions.
+
+Names load lazily from their modules: applying cached results (:mod:`.result`, :mod:`.patch`)
+does not import the engine.
 """
 
-from .access import format_spec, parse_spec
-from .calc import CandidateTry, CoreResult, calc_relo
-from .compat import fields_are_compat, types_are_compat, types_match
-from .kinds import ReloKind
-from .patch import POISON_IMM, is_poisoned, patch_insn, poisons
-from .target import Candidate, Target
+from __future__ import annotations
 
-__all__ = [
-    "ReloKind", "Target", "Candidate", "CandidateTry", "CoreResult", "calc_relo", "patch_insn",
-    "POISON_IMM", "is_poisoned", "poisons", "parse_spec", "format_spec", "types_are_compat",
-    "fields_are_compat", "types_match",
-]
+import importlib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .access import format_spec, parse_spec
+    from .calc import calc_relo
+    from .compat import fields_are_compat, types_are_compat, types_match
+    from .kinds import ReloKind
+    from .patch import POISON_IMM, is_poisoned, patch_insn, poisons
+    from .result import CandidateTry, CoreResult
+    from .target import Candidate, Target
+
+_LAZY = {
+    "ReloKind": "kinds", "Target": "target", "Candidate": "target", "CandidateTry": "result",
+    "CoreResult": "result", "calc_relo": "calc", "patch_insn": "patch", "POISON_IMM": "patch",
+    "is_poisoned": "patch", "poisons": "patch", "parse_spec": "access", "format_spec": "access",
+    "types_are_compat": "compat", "fields_are_compat": "compat", "types_match": "compat",
+}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

@@ -10,6 +10,7 @@ from ..types import ENUMS, Int, IntEncoding, Ptr, essential_name
 from .access import CoreSpec, enum_relo_value, format_spec, kind_str, parse_spec
 from .kinds import ReloKind
 from .match import spec_match
+from .result import CandidateTry, CoreResult
 from .target import Candidate, Target
 
 TYPE_CHECKING = False
@@ -18,45 +19,6 @@ if TYPE_CHECKING:
     from ..spec import BTF
 
 U32 = 0xFFFFFFFF
-
-
-@record(frozen=True, slots=True)
-class CandidateTry:
-    """One candidate considered for a relocation: its spec text and why it did not match."""
-
-    candidate: Candidate
-    spec: str
-    matched: bool
-    reason: str | None = None
-
-    def __str__(self) -> str:
-        verdict = "matching" if self.matched else f"non-matching ({self.reason})"
-        return f"{verdict} candidate {self.spec} in [{self.candidate.btf_name}]"
-
-
-@record(frozen=True, slots=True)
-class CoreResult:
-    """The outcome of one CO-RE relocation, before patching (libbpf ``bpf_core_relo_res``).
-
-    ``old``/``new`` are unsigned 64-bit as libbpf computes them. ``validate`` asks the patch
-    step to check the instruction really holds ``old``. ``orig_sz``/``new_sz`` and the type ids
-    are the field's size and type for load/store resizing; ``fail_memsz_adjust`` marks a size
-    change that cannot be done safely (the patch step poisons a load/store then)."""
-
-    kind: ReloKind
-    local_spec: str
-    target_spec: str | None
-    old: int
-    new: int
-    poisoned: bool = False
-    validate: bool = True
-    orig_sz: int = 0
-    new_sz: int = 0
-    orig_type_id: int = 0
-    new_type_id: int = 0
-    fail_memsz_adjust: bool = False
-    reason: str | None = None
-    candidates: tuple[CandidateTry, ...] = ()
 
 
 @record(slots=True)
@@ -111,7 +73,7 @@ def _calc_relo(local: BTF, relo: CoreRelo, kind: ReloKind, target: Target) -> Co
     best: tuple[_Values, CoreSpec] | None = None
     for cand in cands:
         cand_spec, why = spec_match(local_spec, cand.btf, cand.type_id)
-        tried.append(CandidateTry(cand, format_spec(cand_spec), why is None, why))
+        tried.append(CandidateTry(cand.btf_name, cand.type_id, format_spec(cand_spec), why is None, why))
         if why is not None:
             continue
         values = _calc(kind, relo, local_spec, cand_spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...asm.insn import ALU, ALU64, CALL_INSN, LD, LD_IMM64, LDX, SIZE_BYTES, ST, STX, Insn, K
 from ...errors import RelocationError
-from .calc import CoreResult
+from .result import CoreResult
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -48,6 +48,8 @@ class Target:
         self._modules = modules
         self._cands: dict[tuple[str, int], tuple[Candidate, ...]] = {}
         self._narrowed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.searched_modules = False
+        """Whether some candidate search went on to the module BTFs (found nothing in vmlinux)."""
 
     @classmethod
     def running_kernel(cls) -> Target:
@@ -121,6 +123,7 @@ class Target:
         if found is None:
             found = tuple(self._scan(self.vmlinux, "vmlinux", ess, kind, 1))
             if not found and not self.custom:
+                self.searched_modules = True
                 found = tuple(c for m in self.modules
                               for c in self._scan(m, _module_name(m), ess, kind, m.start_id))
             self._cands[key] = found
