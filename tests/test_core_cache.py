@@ -122,6 +122,9 @@ def test_core_cache_misses_when_an_input_changed(cache_dir: Path, monkeypatch: p
     records = core_cache.relocate_running_kernel(other)
     assert computed == [1]
     assert records == relocate_core(other, real(Target))
+    # one entry per object: another kernel or engine replaces it, another object adds one
+    entries = len(list(cache_dir.glob("core-*.rel")))
+    assert entries == (2 if change in ("autoload", "other object") else 1)
 
 
 def test_core_cache_is_off_with_cache_off_and_after_module_search(cache_dir: Path,

@@ -6,11 +6,12 @@ later processes loading the same object take the results from the cache
 (:mod:`corepy.cache`) and neither open the kernel BTF nor search it: ~10 ms less for a small
 tool, more for big ones.
 
-An entry is keyed by everything the results depend on: the kernel BTF's digest (remembered per
-boot), the object's BTF blob, each pending relocation's record and place, and the engine
-(corepy's version and its BTF/CO-RE/object modules' sizes and times, so an edited checkout
-never reads results of the code it replaced). The entry holds the full key and is checked
-against it; ``COREPY_BTF_CACHE=0`` turns it off. Relocations that looked at module BTFs
+An entry holds everything the results depend on and is used only if all of it matches: the
+kernel BTF's digest (remembered per boot), the object's BTF blob, each pending relocation's
+record and place, and the engine (corepy's version and its BTF/CO-RE/object modules' sizes and
+times, so an edited checkout never reads results of the code it replaced). There is one entry
+per object (BTF and places): another kernel or engine replaces it. ``COREPY_BTF_CACHE=0``
+turns the cache off. Relocations that looked at module BTFs
 (which can come and go within a boot) are not stored; failures (RelocationError) are
 recomputed every time.
 """
@@ -66,7 +67,7 @@ def _key(obj: ObjectSpec, pending: list[tuple[Function, str, int, CoreRelo]]) ->
         return None
     places = tuple((f.name, f.section, f.offset, section, n, r.insn_off, r.type_id, r.access_str, r.kind)
                    for f, section, n, r in pending)
-    return (_VERSION, kernel, blob_digest(obj.btf.raw_bytes()), places, _engine())
+    return (_VERSION, blob_digest(obj.btf.raw_bytes()), places, kernel, _engine())
 
 
 def _engine() -> tuple:
@@ -84,7 +85,8 @@ def _engine() -> tuple:
 
 
 def _file_name(key: tuple) -> str:
-    return f"core-{blob_digest(marshal.dumps(key)).hex()}.rel"
+    """Named by the object's part of the key (format, BTF, places): one entry per object."""
+    return f"core-{blob_digest(marshal.dumps(key[:3])).hex()}.rel"
 
 
 def _load(key: tuple, pending: list[tuple[Function, str, int, CoreRelo]]) -> list[CoreRecord] | None:
