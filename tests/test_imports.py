@@ -1,7 +1,7 @@
 """What the open/load/attach path imports: no ``typing`` (~2.3 ms, and objects that slow the
 interpreter's exit), no ``dataclasses``/``inspect``/``ast``/``dis``, no ``threading`` (~0.7 ms:
-``_thread`` serves). Each check runs in a fresh
-interpreter, since this one has imported everything by now."""
+``_thread`` serves), and once CO-RE results are cached, not the relocation engine. Each check
+runs in a fresh interpreter, since this one has imported everything by now."""
 
 from __future__ import annotations
 
@@ -54,3 +54,24 @@ def test_btf_type_alias_is_a_union_of_every_kind() -> None:
     assert isinstance(VOID, Type)
     assert set(Type.__args__) == set(KIND_CLASS.values())
     assert not isinstance(1, Type)
+
+
+@requires_root
+def test_cached_load_imports_no_core_engine(tmp_path: Path) -> None:
+    """Once bootstrap's CO-RE results are cached, a fresh load neither imports the relocation
+    engine (candidate search, spec matching) nor opens the kernel BTF."""
+    import os
+
+    engine = ("corepy.btf.core.calc", "corepy.btf.core.target", "corepy.btf.core.access",
+              "corepy.btf.core.match", "corepy.btf.core.compat")
+    code = (f"import sys, corepy\nfrom corepy.btf import spec\n"
+            f"with corepy.open({str(BOOTSTRAP)!r}) as obj:\n    obj.load()\n"
+            f"print(spec._kernel is not None, *sorted(m for m in {engine!r} if m in sys.modules))\n")
+    env = {**os.environ, "COREPY_CACHE_DIR": str(tmp_path)}
+    env.pop("COREPY_BTF_CACHE", None)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    first, second = (r.stdout.splitlines()[-1].split() for r in runs)
+    assert first == ["True", *sorted(engine)]  # (the first relocates: the check sees what it should miss)
+    assert second == ["False"]
