@@ -5,7 +5,8 @@ and CO-RE relocation results (:mod:`corepy.object.core_cache`). Both are optimis
 missing, unreadable or foreign entry is ignored, a failed write is forgotten.
 
 Entries live under :func:`cache_dir` with mode 0600 and are read only when owned by the current
-user and not writable by others. Blobs are keyed by their size and :func:`blob_digest`. The
+user and not writable by others; each starts with its format's magic and a CRC-32 of the rest
+(:func:`write_entry`, :func:`read_entry`). Blobs are keyed by their size and :func:`blob_digest`. The
 running kernel's BTF digest is also remembered per boot (:func:`kernel_btf_digest`): that blob
 cannot change before the next boot, so later processes skip its ~3 ms of checksums.
 """
@@ -16,11 +17,12 @@ import marshal
 import os
 import zlib
 
-__all__ = ["cache_dir", "blob_digest", "read_private", "write_private", "kernel_btf_digest",
+__all__ = ["cache_dir", "blob_digest", "read_entry", "write_entry", "kernel_btf_digest",
            "remember_kernel_btf_digest", "enabled"]
 
 KERNEL_BTF_PATH = "/sys/kernel/btf/vmlinux"
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+_KERNEL_KEY_MAGIC = b"corepy-kernel-btf-key\0"
 _KERNEL_KEY_VERSION = 1
 
 
@@ -51,9 +53,26 @@ def blob_digest(blob: bytes | memoryview) -> bytes:
     return zlib.crc32(blob).to_bytes(4, "little") + zlib.adler32(blob).to_bytes(4, "little")
 
 
-def read_private(name: str) -> bytes | None:
-    """The cache file ``name``'s bytes, or None if missing, unreadable, a symlink, not the
-    current user's or writable by others."""
+def read_entry(name: str, magic: bytes) -> memoryview | None:
+    """The payload of the cache file ``name`` written by :func:`write_entry` with ``magic``, or
+    None if missing, unreadable, a symlink, not the current user's, writable by others, of
+    another format or damaged."""
+    data = _read_private(name)
+    if data is None or not data.startswith(magic):
+        return None
+    payload = memoryview(data)[len(magic) + 4 :]
+    if zlib.crc32(payload) != int.from_bytes(data[len(magic) : len(magic) + 4], "little"):
+        return None
+    return payload
+
+
+def write_entry(name: str, magic: bytes, payload: bytes) -> None:
+    """Replace the cache file ``name`` atomically (mode 0600) with ``magic``, the CRC-32 of
+    ``payload`` and ``payload``; errors are ignored (the caches are optimisations)."""
+    _write_private(name, magic + zlib.crc32(payload).to_bytes(4, "little") + payload)
+
+
+def _read_private(name: str) -> bytes | None:
     try:
         fd = os.open(os.path.join(cache_dir(), name), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
@@ -70,8 +89,7 @@ def read_private(name: str) -> bytes | None:
         os.close(fd)
 
 
-def write_private(name: str, data: bytes) -> None:
-    """Replace the cache file ``name`` atomically (mode 0600, directory 0700); errors ignored."""
+def _write_private(name: str, data: bytes) -> None:
     import tempfile
 
     directory = cache_dir()
@@ -104,7 +122,7 @@ def kernel_btf_digest() -> bytes | None:
     """The running kernel BTF's :func:`blob_digest` as remembered earlier in this boot (by
     :func:`remember_kernel_btf_digest`), or None. Checked against the boot id and the file's
     identity, so another boot or a file mounted over it is never taken for the one remembered."""
-    data = read_private("kernel-btf.key")
+    data = read_entry("kernel-btf.key", _KERNEL_KEY_MAGIC)
     identity = _kernel_btf_identity()
     if data is None or identity is None:
         return None
@@ -121,4 +139,4 @@ def remember_kernel_btf_digest(digest: bytes, size: int) -> None:
     """Remember the running kernel BTF's digest (of its ``size`` bytes) for this boot."""
     identity = _kernel_btf_identity()
     if identity is not None and identity[3] == size:
-        write_private("kernel-btf.key", marshal.dumps((_KERNEL_KEY_VERSION, identity, digest)))
+        write_entry("kernel-btf.key", _KERNEL_KEY_MAGIC, marshal.dumps((_KERNEL_KEY_VERSION, identity, digest)))

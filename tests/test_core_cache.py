@@ -58,23 +58,22 @@ def test_kernel_btf_digest_is_remembered_for_this_boot(cache_dir: Path, monkeypa
     assert second[ids[0]].size == size
 
 
-@pytest.mark.parametrize("change", ["boot id", "file size", "version", "garbage", "foreign owner"])
+@pytest.mark.parametrize("change", ["none", "boot id", "file size", "version", "garbage", "foreign owner"])
 def test_kernel_btf_digest_of_another_boot_or_file_is_ignored(cache_dir: Path, change: str) -> None:
     BTF.kernel().close()
     path = cache_dir / "kernel-btf.key"
-    version, identity, digest = marshal.loads(path.read_bytes())
+    magic = cache._KERNEL_KEY_MAGIC
+    version, identity, digest = marshal.loads(cache.read_entry("kernel-btf.key", magic))
     boot_id, dev, ino, size, mtime = identity
-    if change == "boot id":
-        path.write_bytes(marshal.dumps((version, ("0" * 36, dev, ino, size, mtime), digest)))
-    elif change == "file size":
-        path.write_bytes(marshal.dumps((version, (boot_id, dev, ino, size + 1, mtime), digest)))
-    elif change == "version":
-        path.write_bytes(marshal.dumps((version + 1, identity, digest)))
+    changed = {"none": (version, identity), "boot id": (version, ("0" * 36, dev, ino, size, mtime)),
+               "file size": (version, (boot_id, dev, ino, size + 1, mtime)), "version": (version + 1, identity)}
+    if change in changed:
+        cache.write_entry("kernel-btf.key", magic, marshal.dumps((*changed[change], digest)))
     elif change == "garbage":
-        path.write_bytes(b"\x00garbage")
+        path.write_bytes(path.read_bytes()[:-1] + b"\xff")
     else:
         path.chmod(0o666)
-    assert cache.kernel_btf_digest() is None
+    assert cache.kernel_btf_digest() == (digest if change == "none" else None)
 
 
 def test_core_results_come_from_the_cache(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

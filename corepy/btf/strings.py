@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, count
 from operator import is_not, itemgetter
 
-from ..cache import read_private, write_private
+from ..cache import read_entry, write_entry
 from ..errors import BTFError
 
 _U32 = "I"
@@ -359,14 +359,8 @@ def load_cache(digest: bytes, size: int, start_id: int) -> tuple[memoryview, mem
                                                                   bool | None] | None:
     """(type starts, name offsets, slots, chain) as u32 views and :func:`points_mid_string` (None if
     not stored), or None if there is no trustworthy cache."""
-    data = read_private(_cache_name(digest, size))
-    if data is None:
-        return None
-    head = len(_CACHE_MAGIC) + 4
-    if data[: len(_CACHE_MAGIC)] != _CACHE_MAGIC:
-        return None
-    payload = memoryview(data)[head:]
-    if zlib.crc32(payload) != int.from_bytes(data[len(_CACHE_MAGIC) : head], "little"):
+    payload = read_entry(_cache_name(digest, size), _CACHE_MAGIC)
+    if payload is None:
         return None
     try:
         version, order, blob_size, blob_hash, first_id, starts, name_offs, slots, chain, mid = marshal.loads(payload)
@@ -391,4 +385,4 @@ def store_cache(digest: bytes, size: int, start_id: int, starts: array | memoryv
     slots, chain = index.arrays() if index is not None else (b"", b"")
     payload = marshal.dumps((_CACHE_VERSION, sys.byteorder, size, digest, start_id, starts.tobytes(),
                              array(_U32, name_offs).tobytes(), bytes(slots), bytes(chain), mid_string))
-    write_private(_cache_name(digest, size), _CACHE_MAGIC + zlib.crc32(payload).to_bytes(4, "little") + payload)
+    write_entry(_cache_name(digest, size), _CACHE_MAGIC, payload)

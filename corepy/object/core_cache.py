@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import marshal
 import os
-import zlib
 
 from .. import __version__
-from ..cache import blob_digest, enabled, kernel_btf_digest, read_private, write_private
+from ..cache import blob_digest, enabled, kernel_btf_digest, read_entry, write_entry
 from .core import CoreRecord, pending_relocations, relocate_core
 
 TYPE_CHECKING = False
@@ -92,11 +91,8 @@ def _file_name(key: tuple) -> str:
 def _load(key: tuple, pending: list[tuple[Function, str, int, CoreRelo]]) -> list[CoreRecord] | None:
     from ..btf.core.result import CoreResult
 
-    data = read_private(_file_name(key))
-    if data is None or not data.startswith(_MAGIC):
-        return None
-    payload = memoryview(data)[len(_MAGIC) + 4 :]
-    if zlib.crc32(payload) != int.from_bytes(data[len(_MAGIC) : len(_MAGIC) + 4], "little"):
+    payload = read_entry(_file_name(key), _MAGIC)
+    if payload is None:
         return None
     try:
         stored_key, results = marshal.loads(payload)
@@ -110,4 +106,4 @@ def _load(key: tuple, pending: list[tuple[Function, str, int, CoreRelo]]) -> lis
 
 def _store(key: tuple, records: list[CoreRecord]) -> None:
     payload = marshal.dumps((key, tuple(r.result.as_tuple() for r in records)))
-    write_private(_file_name(key), _MAGIC + zlib.crc32(payload).to_bytes(4, "little") + payload)
+    write_entry(_file_name(key), _MAGIC, payload)
