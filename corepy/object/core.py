@@ -36,11 +36,11 @@ class CoreRecord:
     result: CoreResult
 
 
-def pending_relocations(obj: ObjectSpec) -> list[tuple[Function, str, int, CoreRelo]]:
-    """(function, .BTF.ext section, relo #, record) of every CO-RE relocation of autoloaded
-    programs and of all subprograms, in libbpf's order: .BTF.ext sections as stored, records in
-    order (candidate narrowing makes order matter). Programs with ``autoload`` off are skipped,
-    as libbpf does."""
+def pending_relocations(obj: ObjectSpec) -> list[tuple[Function, str, int, int, CoreRelo]]:
+    """(function, .BTF.ext section, relo #, instruction index in the function, record) of every
+    CO-RE relocation of autoloaded programs and of all subprograms, in libbpf's order: .BTF.ext
+    sections as stored, records in order (candidate narrowing makes order matter). Programs with
+    ``autoload`` off are skipped, as libbpf does."""
     if obj.btf is None:
         if any(f.core_relos for f in obj.functions):
             raise ObjectError("CO-RE relocations present but the object has no BTF", path=obj.path)
@@ -56,7 +56,7 @@ def pending_relocations(obj: ObjectSpec) -> list[tuple[Function, str, int, CoreR
         for n, relo in enumerate(relos):
             f = owner.get(id(relo))
             if f is not None and id(f) not in skip:  # (else an eliminated weak function, or not loaded)
-                pending.append((f, section, n, relo))
+                pending.append((f, section, n, relo.insn_off // 8 - f.offset, relo))
     return pending
 
 
@@ -72,8 +72,7 @@ def relocate_core(obj: ObjectSpec, target: Target | BTF | Any) -> list[CoreRecor
     if not isinstance(target, Target):
         target = Target(target)
     records = []
-    for f, _section, n, relo in pending:
-        idx = relo.insn_off // 8 - f.offset
+    for f, _section, n, idx, relo in pending:
         try:
             result = calc_relo(obj.btf, relo, target)
         except RelocationError as e:

@@ -60,12 +60,12 @@ def relocate_running_kernel(obj: ObjectSpec) -> list[CoreRecord]:
     return records
 
 
-def _key(obj: ObjectSpec, pending: list[tuple[Function, str, int, CoreRelo]]) -> tuple | None:
+def _key(obj: ObjectSpec, pending: list[tuple[Function, str, int, int, CoreRelo]]) -> tuple | None:
     kernel = kernel_btf_digest()
     if kernel is None or obj.btf is None:
         return None
     places = tuple((f.name, f.section, f.offset, section, n, r.insn_off, r.type_id, r.access_str, r.kind)
-                   for f, section, n, r in pending)
+                   for f, section, n, _idx, r in pending)
     return (_VERSION, blob_digest(obj.btf.raw_bytes()), places, kernel, _engine())
 
 
@@ -88,7 +88,7 @@ def _file_name(key: tuple) -> str:
     return f"core-{blob_digest(marshal.dumps(key[:3])).hex()}.rel"
 
 
-def _load(key: tuple, pending: list[tuple[Function, str, int, CoreRelo]]) -> list[CoreRecord] | None:
+def _load(key: tuple, pending: list[tuple[Function, str, int, int, CoreRelo]]) -> list[CoreRecord] | None:
     from ..btf.core.result import CoreResult
 
     payload = read_entry(_file_name(key), _MAGIC)
@@ -98,8 +98,8 @@ def _load(key: tuple, pending: list[tuple[Function, str, int, CoreRelo]]) -> lis
         stored_key, results = marshal.loads(payload)
         if stored_key != key or len(results) != len(pending):
             return None
-        return [CoreRecord(f.name, f.section, relo.insn_off // 8 - f.offset, n, relo, CoreResult.from_tuple(r))
-                for (f, _section, n, relo), r in zip(pending, results)]
+        return [CoreRecord(f.name, f.section, idx, n, relo, CoreResult.from_tuple(r))
+                for (f, _section, n, idx, relo), r in zip(pending, results)]
     except (ValueError, EOFError, TypeError):
         return None
 
