@@ -142,7 +142,9 @@ class Object:
         """Relocate against the target BTF, resolve externs, load the BTF, create the maps,
         load every autoload program and fill prog arrays / map-in-map slots. On any
         failure everything made so far is closed (pins made here removed) and the error
-        raised names the object."""
+        raised names the object. CO-RE results against the running kernel come from the
+        on-disk cache when this object was relocated against the same kernel BTF before
+        (:mod:`corepy.object.core_cache`)."""
         self._check_open()
         if self.loaded:
             raise CorepyError(f"{self.path}: already loaded")
