@@ -18,7 +18,7 @@ import os
 import zlib
 
 __all__ = ["cache_dir", "blob_digest", "read_entry", "write_entry", "kernel_btf_digest",
-           "remember_kernel_btf_digest", "enabled"]
+           "remember_kernel_btf_digest", "enabled", "entries", "clear"]
 
 KERNEL_BTF_PATH = "/sys/kernel/btf/vmlinux"
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -140,3 +140,32 @@ def remember_kernel_btf_digest(digest: bytes, size: int) -> None:
     identity = _kernel_btf_identity()
     if identity is not None and identity[3] == size:
         write_entry("kernel-btf.key", _KERNEL_KEY_MAGIC, marshal.dumps((_KERNEL_KEY_VERSION, identity, digest)))
+
+
+_KINDS = (("btf-", ".idx", "kernel BTF type offsets (and name index)"),
+          ("core-", ".rel", "CO-RE results of one object"),
+          ("kernel-btf", ".key", "kernel BTF digest of this boot"),
+          (".tmp-", "", "unfinished write"))
+
+
+def entries() -> list[tuple[str, str, int]]:
+    """(file name, what it holds, size in bytes) of each corepy cache file in :func:`cache_dir`."""
+    try:
+        with os.scandir(cache_dir()) as found:
+            files = sorted((e.name, e.stat(follow_symlinks=False).st_size) for e in found if e.is_file())
+    except OSError:
+        return []
+    return [(name, kind, size) for name, size in files
+            for prefix, suffix, kind in _KINDS if name.startswith(prefix) and name.endswith(suffix)]
+
+
+def clear() -> int:
+    """Remove every corepy cache file (nothing else) from :func:`cache_dir`; how many were removed."""
+    removed = 0
+    for name, _kind, _size in entries():
+        try:
+            os.unlink(os.path.join(cache_dir(), name))
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed

@@ -173,3 +173,21 @@ def test_load_from_cached_core_results(cache_dir: Path, monkeypatch: pytest.Monk
         obj.load()
         assert obj.core_records == records
         assert xlated(obj) == first
+
+
+def test_cache_command_lists_and_clears_only_corepy_files(cache_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from corepy.cli import main
+
+    BTF.kernel()
+    core_cache.relocate_running_kernel(ObjectSpec.from_file(fixture_obj("bootstrap")))
+    (cache_dir / "notes.txt").write_text("not corepy's")
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"{cache_dir}: 3 file(s)" in out
+    for kind in ("kernel BTF type offsets", "CO-RE results of one object", "kernel BTF digest of this boot"):
+        assert kind in out
+    assert "notes.txt" not in out
+    assert main(["cache", "--clear"]) == 0
+    assert "removed 3 file(s)" in capsys.readouterr().out
+    assert [p.name for p in cache_dir.iterdir()] == ["notes.txt"]
+    assert cache.kernel_btf_digest() is None

@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("corepy.cli.explain", "show every CO-RE relocation of an object against a BTF"),
     "check": ("corepy.cli.check", "offline compatibility matrix of an object against kernel BTFs"),
     "info": ("corepy.cli.info", "facts about the running kernel: BTF, features"),
+    "cache": ("corepy.cli.cache", "list or clear the on-disk caches (kernel BTF offsets, CO-RE results)"),
     "skeleton": ("corepy.cli.skeleton", "generate a Python skeleton class from a .bpf.o"),
 }
 
