@@ -1,9 +1,10 @@
 """Whole-process time to open, load and attach fixtures/bootstrap.bpf.o, side by side:
 
 - corepy (``corepy.open(path).load(); obj.attach()``) in a fresh interpreter, as installed:
-  the kernel BTF's type offsets come from corepy's on-disk cache (filled by the untimed warm-up
-  run, as by a boot's first corepy process), and again with ``COREPY_BTF_CACHE=0`` (``nocache_``:
-  every type of the kernel BTF scanned, as in a boot's first process),
+  the object's CO-RE results against this kernel come from corepy's on-disk cache (filled by the
+  untimed warm-up run, as by the boot's first load of the object), so the kernel BTF is not even
+  opened; and again with ``COREPY_BTF_CACHE=0`` (``nocache_``: no cache at all, every type of the
+  kernel BTF scanned and every relocation computed, as in a boot's first process),
 - a Python script doing the same through Debian's libbpf1 via ctypes,
 - ``bpftool prog loadall`` (loads and pins; bpftool 7.1 cannot auto-attach) into a temp bpffs dir,
 - bcc compiling equivalent C (only where python3-bpfcc and kernel headers are installed).
@@ -206,10 +207,10 @@ def main() -> None:
     corepy_ms, cold_ms, libbpf_ms = timed_together(
         [[PY, "-c", COREPY], [PY, "-c", COREPY], [PY, "-c", LIBBPF_CTYPES]],
         phases=[corepy_phases, cold_phases, libbpf_phases], envs=[None, COLD_ENV, None])
-    print(f"corepy open+load+attach:       {corepy_ms:.1f} ms (kernel BTF offsets from the cache: "
-          "every process after a boot's first)")
-    print(f"corepy, no BTF cache:          {cold_ms:.1f} ms (COREPY_BTF_CACHE=0: a boot's first process, "
-          "which also stores the offsets, ~1 ms more)")
+    print(f"corepy open+load+attach:       {corepy_ms:.1f} ms (CO-RE results from the cache: every load "
+          "after the boot's first of this object)")
+    print(f"corepy, no cache:              {cold_ms:.1f} ms (COREPY_BTF_CACHE=0: as a boot's first process, "
+          "which also stores offsets and results, a few ms more)")
     print(f"python + libbpf1 via ctypes:   {libbpf_ms:.1f} ms (runs alternating with corepy's)")
     print(f"  in-process phases, median ms: corepy {phase_text(corepy_phases)}")
     print(f"                                corepy, no cache {phase_text(cold_phases)}")
