@@ -90,12 +90,14 @@ def _read_private(name: str) -> bytes | None:
 
 
 def _write_private(name: str, data: bytes) -> None:
-    import tempfile
-
+    # a uniquely named temporary file, created exclusively (O_EXCL, no symlink followed), then
+    # renamed over the entry: readers see the old file or the new one (``tempfile`` would cost
+    # ~4 ms of imports: shutil, bz2, lzma, random)
     directory = cache_dir()
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
