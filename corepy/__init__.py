@@ -6,36 +6,21 @@ syscall layers load when first used.
 
 from __future__ import annotations
 
-import importlib
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "open": "corepy.collection",
-    "Object": "corepy.collection",
-    "Map": "corepy.maps",
-    "Program": "corepy.programs",
-    "Link": "corepy.links",
-    "RingBuffer": "corepy.ringbuf",
-    "PerfBuffer": "corepy.perfbuf",
-    "BTF": "corepy.btf",
-    "btf_from_id": "corepy.maps",
+    "open": "collection",
+    "Object": "collection",
+    "Map": "maps",
+    "Program": "programs",
+    "Link": "links",
+    "RingBuffer": "ringbuf",
+    "PerfBuffer": "perfbuf",
+    "BTF": "btf",
+    "btf_from_id": "maps",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'corepy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -75,3 +75,22 @@ def test_cached_load_imports_no_core_engine(tmp_path: Path) -> None:
     first, second = (r.stdout.splitlines()[-1].split() for r in runs)
     assert first == ["True", *sorted(engine)]  # (the first relocates: the check sees what it should miss)
     assert second == ["False"]
+
+
+def test_lazy_package_exports() -> None:
+    """Each package's exports resolve to their modules' objects, are listed by dir(), and an
+    unknown name raises AttributeError naming the package."""
+    import pytest
+
+    import corepy
+    import corepy.btf.core
+    import corepy.object
+    import corepy.skeleton
+
+    for package in (corepy, corepy.object, corepy.skeleton, corepy.btf.core):
+        names = package._LAZY
+        assert set(names) <= set(dir(package))
+        for name, module in names.items():
+            assert getattr(package, name) is getattr(sys.modules[f"{package.__name__}.{module}"], name)
+        with pytest.raises(AttributeError, match=f"module '{package.__name__}' has no attribute 'no_such_name'"):
+            package.no_such_name  # noqa: B018

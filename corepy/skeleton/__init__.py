@@ -7,19 +7,11 @@ types; generated modules import only :mod:`corepy.skeleton.runtime` at run time.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 _LAZY = {"SkeletonSource": "codegen", "generate": "codegen", "section_attr": "codegen",
          "Skeleton": "runtime"}
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'corepy.skeleton' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
