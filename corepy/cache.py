@@ -1,14 +1,14 @@
 """corepy's on-disk caches: where they live, their keys, and private atomic files.
 
-Two caches use this: the kernel BTF's type offsets and name index (:mod:`corepy.btf.strings`)
-and CO-RE relocation results (:mod:`corepy.object.core_cache`). Both are optimisations: a
-missing, unreadable or foreign entry is ignored, a failed write is forgotten.
+Three kinds of entries: the kernel BTF's type offsets and name index (:mod:`corepy.btf.strings`),
+CO-RE relocation results (:mod:`corepy.object.core_cache`), and the running kernel BTF's digest
+remembered per boot (:func:`kernel_btf_digest`: that blob cannot change before the next boot, so
+later processes skip its ~3 ms of checksums). All are optimisations: a missing, unreadable or
+foreign entry is ignored, a failed write is forgotten.
 
 Entries live under :func:`cache_dir` with mode 0600 and are read only when owned by the current
 user and not writable by others; each starts with its format's magic and a CRC-32 of the rest
-(:func:`write_entry`, :func:`read_entry`). Blobs are keyed by their size and :func:`blob_digest`. The
-running kernel's BTF digest is also remembered per boot (:func:`kernel_btf_digest`): that blob
-cannot change before the next boot, so later processes skip its ~3 ms of checksums.
+(:func:`write_entry`, :func:`read_entry`). Blobs are keyed by their size and :func:`blob_digest`.
 """
 
 from __future__ import annotations
