@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``, exporting each of ``names`` from its
     submodule (``{"name": "submodule"}``, relative to the package). The first access imports
-    the submodule and stores the value in the package, so later accesses are plain lookups."""
+    the submodule and stores the value in the package, so later accesses are plain lookups.
+    A name may not be its own submodule's: importing that submodule binds the name to it."""
+    clash = sorted(name for name, module in names.items() if name == module)
+    if clash:
+        raise ValueError(f"{package}: {clash} would be shadowed by the submodules of that name")
 
     def __getattr__(name: str) -> Any:
         module = names.get(name)

@@ -94,3 +94,8 @@ def test_lazy_package_exports() -> None:
             assert getattr(package, name) is getattr(sys.modules[f"{package.__name__}.{module}"], name)
         with pytest.raises(AttributeError, match=f"module '{package.__name__}' has no attribute 'no_such_name'"):
             package.no_such_name  # noqa: B018
+    # a name that is also its submodule's would turn into the module once that is imported
+    from corepy._lazy import lazy_exports
+
+    with pytest.raises(ValueError, match="shadowed"):
+        lazy_exports("corepy.object", {"link": "link"})
