@@ -99,3 +99,20 @@ def test_lazy_package_exports() -> None:
 
     with pytest.raises(ValueError, match="shadowed"):
         lazy_exports("corepy.object", {"link": "link"})
+
+
+@requires_root
+def test_generated_skeleton_imports_none_of_them(tmp_path: Path) -> None:
+    """A generated skeleton with record types (``--types event``): importing it, using a record,
+    and open/load/attach/close import none of HEAVY (its records are corepy's light records)."""
+    from corepy.cli import main as cli_main
+
+    out = tmp_path / "bootstrap_skel.py"
+    assert cli_main(["skeleton", str(BOOTSTRAP), "-o", str(out), "--types", "event", "--embed"]) == 0
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\nimport bootstrap_skel as s\n"
+            "assert s.Event.from_bytes(bytes(s.Event.SIZE)) == s.Event()\n"
+            "with s.BootstrapSkeleton.open() as skel:\n    skel.load()\n    skel.attach()\n"
+            f"print(*sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].split() == []

@@ -1,7 +1,7 @@
 """Python skeletons of BPF objects (``corepy skeleton``), like ``bpftool gen skeleton``.
 
 :func:`generate` writes a module with a ``<Name>Skeleton`` class (typed ``maps``,
-``progs``, ``links`` and per-section globals) and dataclasses for the object's record
+``progs``, ``links`` and per-section globals) and dataclass-compatible classes for the object's record
 types; generated modules import only :mod:`corepy.skeleton.runtime` at run time.
 """
 

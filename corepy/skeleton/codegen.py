@@ -2,7 +2,7 @@
 
 The module (like ``bpftool gen skeleton``'s C header or cilium's bpf2go Go file) holds:
 
-- a dataclass per struct/union used by map keys and values, by global variables, and per
+- a record class (dataclass-compatible: ``dataclasses.fields``/``asdict`` work) per struct/union used by map keys and values, by global variables, and per
   type named with ``types=`` (e.g. a ring buffer record), each with ``from_bytes``/``to_bytes``
   on a ``struct`` format computed from the BTF layout (see :mod:`corepy.skeleton.records`);
 - namespaces with one typed property per map (``skel.maps.x``), program (``skel.progs.x``),
@@ -173,7 +173,7 @@ class _Writer:
             f"# object sha256: {src.sha256}",
             f"# ({where})",
             f'"""Skeleton of the BPF object ``{_text(src.display)}``: maps, programs, links and globals as',
-            "typed attributes, and its record types as dataclasses.",
+            "typed attributes, and its record types as dataclass-compatible record classes.",
             "",
             f"    with {self.prefix}Skeleton.open() as skel:",
             "        ...  # set globals, edit map and program specs",
@@ -184,9 +184,13 @@ class _Writer:
             "from __future__ import annotations",
             "",
         ]
-        lines += self.types.imports()
-        lines += ["from typing import TYPE_CHECKING, ClassVar", "", "from corepy.skeleton import runtime as _rt", "",
+        imports = self.types.imports()
+        lines += [*imports, ""] if imports else []
+        lines += [*self.types.runtime_imports(), "",
+                  "TYPE_CHECKING = False",
                   "if TYPE_CHECKING:",
+                  "    from typing import ClassVar",
+                  "",
                   "    from corepy.links import Link",
                   "    from corepy.maps import Map",
                   "    from corepy.object.spec import MapSpec, ProgramSpec",

@@ -9,24 +9,24 @@ programs, ``attach()`` attaches every program whose SEC() names a target, and ``
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 from collections.abc import Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._records import record
+from .._records import field, record  # generated record classes are made with these (no dataclasses import)
 from ..btf.codec import _text_or_bytes  # the one definition of char[N] values
 from ..errors import BTFError, CorepyError, ObjectError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any, ClassVar, TypeVar
+
     from ..collection import Object
     from ..object.spec import ObjectSpec
 
-__all__ = ["Skeleton", "ObjectSource", "Maps", "Progs", "Links", "Globals", "Kconfig"]
+    _S = TypeVar("_S", bound="Skeleton")
 
-_S = TypeVar("_S", bound="Skeleton")
+__all__ = ["Skeleton", "ObjectSource", "Maps", "Progs", "Links", "Globals", "Kconfig", "record", "field"]
 
 
 @record(frozen=True)
@@ -42,6 +42,8 @@ class ObjectSource:
 
     @classmethod
     def embedded(cls, b64: str, name: str) -> ObjectSource:
+        import base64
+
         return cls(name, base64.b64decode(b64))
 
     @classmethod
@@ -90,17 +92,22 @@ class Skeleton:
     def open(cls: type[_S], path: str | os.PathLike[str] | None = None, *, check: bool = True,
              **options: Any) -> _S:
         """Parse the object (no system calls). ``path`` overrides where the object is read from;
-        ``check`` refuses an object whose sha256 differs from the one the skeleton was generated
-        from (the typed attributes would not match). ``options`` go to :class:`~corepy.collection.Object`
+        ``check`` refuses an object read from a file whose sha256 differs from the one the skeleton
+        was generated from (the typed attributes would not match; embedded bytes are part of the
+        module itself). ``options`` go to :class:`~corepy.collection.Object`
         (``btf=``, ``pin_root=``, ``kconfig=``, ``log_level=``)."""
         from ..collection import Object
 
         source = cls._object_source() if path is None else ObjectSource(os.fspath(path))
         data = source.read()
-        if check and cls.OBJECT_SHA256 and hashlib.sha256(data).hexdigest() != cls.OBJECT_SHA256:
-            raise ObjectError(f"the object changed since {cls.__name__} was generated (sha256 "
-                              f"{hashlib.sha256(data).hexdigest()[:16]}..., expected {cls.OBJECT_SHA256[:16]}...): "
-                              "regenerate the skeleton with `corepy skeleton`", path=source.path)
+        if check and cls.OBJECT_SHA256 and source.data is None:  # (embedded bytes cannot drift)
+            import hashlib
+
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != cls.OBJECT_SHA256:
+                raise ObjectError(f"the object changed since {cls.__name__} was generated (sha256 "
+                                  f"{digest[:16]}..., expected {cls.OBJECT_SHA256[:16]}...): "
+                                  "regenerate the skeleton with `corepy skeleton`", path=source.path)
         spec = parse_object(data, cls.OBJECT_NAME or _stem(source.path), source.path)
         return cls(Object(spec, **options))
 
