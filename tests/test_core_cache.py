@@ -58,7 +58,7 @@ def test_kernel_btf_digest_is_remembered_for_this_boot(cache_dir: Path, monkeypa
     assert second[ids[0]].size == size
 
 
-@pytest.mark.parametrize("change", ["none", "boot id", "file size", "version", "garbage", "foreign owner"])
+@pytest.mark.parametrize("change", ["none", "boot id", "file size", "version", "garbage", "writable by others"])
 def test_kernel_btf_digest_of_another_boot_or_file_is_ignored(cache_dir: Path, change: str) -> None:
     BTF.kernel().close()
     path = cache_dir / "kernel-btf.key"

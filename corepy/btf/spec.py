@@ -24,7 +24,13 @@ import sys
 from array import array
 from collections.abc import Iterator, Sequence
 
-from ..cache import KERNEL_BTF_PATH, blob_digest, kernel_btf_digest, remember_kernel_btf_digest
+from ..cache import (
+    KERNEL_BTF_PATH,
+    blob_digest,
+    kernel_btf_digest,
+    remember_kernel_btf_digest,
+)
+from ..cache import enabled as cache_enabled
 from ..errors import BTFError, ObjectError
 from . import format as fmt
 from .strings import (
@@ -303,7 +309,7 @@ class BTF:
         global _kernel
         if _kernel is None or _kernel._closed:  # (someone closed the shared one: map it again)
             setting = os.environ.get("COREPY_BTF_CACHE", "")
-            cache: CacheMode = False if setting == "0" else True if setting == "1" else "offsets"
+            cache: CacheMode = False if not cache_enabled() else True if setting == "1" else "offsets"
             digest = kernel_btf_digest() if cache else None
             _kernel = cls.from_file(KERNEL_BTF_PATH, cache=cache, digest=digest)
             if cache and digest is None and _kernel._digest is not None:

@@ -11,9 +11,8 @@ kernel BTF's digest (remembered per boot), the object's BTF blob, each pending r
 record and place, and the engine (corepy's version and its BTF/CO-RE/object modules' sizes and
 times, so an edited checkout never reads results of the code it replaced). There is one entry
 per object (BTF and places): another kernel or engine replaces it. ``COREPY_BTF_CACHE=0``
-turns the cache off. Relocations that looked at module BTFs
-(which can come and go within a boot) are not stored; failures (RelocationError) are
-recomputed every time.
+turns the cache off. Relocations that looked at module BTFs (which can come and go within a
+boot) are not stored; failures (RelocationError) are recomputed every time.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Python skeletons of BPF objects (``corepy skeleton``), like ``bpftool gen skeleton``.
 
 :func:`generate` writes a module with a ``<Name>Skeleton`` class (typed ``maps``,
-``progs``, ``links`` and per-section globals) and dataclass-compatible classes for the object's record
-types; generated modules import only :mod:`corepy.skeleton.runtime` at run time.
+``progs``, ``links`` and per-section globals) and dataclass-compatible classes for the
+object's record types; generated modules import only :mod:`corepy.skeleton.runtime` at run time.
 """
 
 from __future__ import annotations

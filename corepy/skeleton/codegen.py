@@ -2,8 +2,9 @@
 
 The module (like ``bpftool gen skeleton``'s C header or cilium's bpf2go Go file) holds:
 
-- a record class (dataclass-compatible: ``dataclasses.fields``/``asdict`` work) per struct/union used by map keys and values, by global variables, and per
-  type named with ``types=`` (e.g. a ring buffer record), each with ``from_bytes``/``to_bytes``
+- a record class (dataclass-compatible: ``dataclasses.fields``/``asdict`` work) per
+  struct/union used by map keys and values, by global variables, and per type named with
+  ``types=`` (e.g. a ring buffer record), each with ``from_bytes``/``to_bytes``
   on a ``struct`` format computed from the BTF layout (see :mod:`corepy.skeleton.records`);
 - namespaces with one typed property per map (``skel.maps.x``), program (``skel.progs.x``),
   link (``skel.links.x``) and global variable, grouped by data section as libbpf does

@@ -28,6 +28,6 @@ _LAZY = {
     "is_poisoned": "patch", "poisons": "patch", "parse_spec": "access", "format_spec": "access",
     "types_are_compat": "compat", "fields_are_compat": "compat", "types_match": "compat",
 }
-__all__ = list(_LAZY)
+__all__ = sorted(_LAZY)
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
